@@ -1,0 +1,292 @@
+//! Typed, validated configuration.
+//!
+//! Layers, later wins: built-in defaults → `guardian.toml` in the working directory (or the
+//! file given with `--config`) → environment variables `GUARDIAN__SECTION__KEY`. A few
+//! well-known variables are honoured as fallbacks (`NATS_URL`, `GITHUB_TOKEN`). Secrets are
+//! held in [`SecretString`] and never printed: `Debug` of a secret shows `[REDACTED]`.
+//! Validation happens once at start-up and names the offending key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything a `guardian` process can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub nats: NatsSettings,
+    pub github: GithubSettings,
+    pub http: HttpSettings,
+    pub worker: WorkerSettings,
+    pub telemetry: TelemetrySettings,
+    pub targets: TargetFilters,
+    /// Per-policy switches and options, keyed by policy id (`[policies.license]`).
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Server URL(s), comma separated.
+    pub url: String,
+    /// Optional `.creds` file (JWT + NKey) for the connection.
+    pub creds: Option<PathBuf>,
+    /// Stream replicas: 1 for a single server, 3 on a 3-node cluster.
+    pub replicas: usize,
+    /// How long the work stream deduplicates `Nats-Msg-Id`s.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// Consumer AckWait; in-progress heartbeats are sent at a third of it.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries before a transiently failing step is given up and dead-lettered.
+    pub max_deliver: i64,
+    /// Redelivery delays after a transient failure (the last one repeats).
+    #[serde(with = "humantime_serde")]
+    pub backoff: Vec<Duration>,
+    /// How long the audit trail in `GUARDIAN_EVENTS` is kept.
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    /// How long dead letters are kept.
+    #[serde(with = "humantime_serde")]
+    pub dlq_max_age: Duration,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSettings {
+    /// REST API base URL: `https://api.github.com`, a GitHub Enterprise Server
+    /// `https://HOST/api/v3`, or the test double.
+    pub api_url: String,
+    /// Personal access or installation token.
+    pub token: Option<SecretString>,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Label put on every issue the fleet files.
+    pub label: String,
+    /// `User-Agent` header GitHub asks every client to send.
+    pub user_agent: String,
+}
+
+impl std::fmt::Debug for GithubSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubSettings")
+            .field("api_url", &self.api_url)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("timeout", &self.timeout)
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address of the ops server (`/healthz`, `/readyz`, `/metrics`).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Steps handled at once by one worker, per step.
+    pub concurrency: StepConcurrency,
+    /// After SIGTERM: how long in-flight steps may finish before they are handed back.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How long a worker holds a repository's reconcile lease before others may take it.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often queue depth is read from the consumers for metrics.
+    #[serde(with = "humantime_serde")]
+    pub queue_poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConcurrency {
+    pub plan: usize,
+    pub scan: usize,
+    pub review: usize,
+    pub reconcile: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for production log shipping.
+    Json,
+    /// Human-readable, coloured on a terminal.
+    Human,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// Fraction of root traces sampled (0.0–1.0) when OTLP export is on.
+    pub trace_sample_ratio: f64,
+}
+
+/// Which repositories of an organisation or user a run covers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFilters {
+    pub include_archived: bool,
+    pub include_forks: bool,
+    pub include_private: bool,
+    /// Glob patterns over `owner/name`; empty means all.
+    pub allow: Vec<String>,
+    /// Glob patterns over `owner/name`, applied after `allow`.
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Overrides the policy's default on/off.
+    pub enabled: Option<bool>,
+    /// Policy-specific options, documented with each policy.
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+
+/// Configuration could not be loaded; the message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
+impl Settings {
+    /// Loads defaults, then `file` (or `./guardian.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, so tests need not touch the
+    /// process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid {
+                        key: "--config",
+                        problem: format!("file {} does not exist", path.display()),
+                    });
+                }
+                builder = builder.add_source(config::File::from(path).required(true));
+            }
+            None => builder = builder.add_source(config::File::with_name("guardian").required(false)),
+        }
+        // Well-known variables first, so the namespaced ones override them.
+        if let Some(url) = env.get("NATS_URL") {
+            builder = builder.set_override("nats.url", url.as_str())?;
+        }
+        if let Some(token) = env.get("GITHUB_TOKEN") {
+            builder = builder.set_override("github.token", token.as_str())?;
+        }
+        let namespaced: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("GUARDIAN__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("GUARDIAN")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("nats.backoff")
+                .with_list_parse_key("targets.allow")
+                .with_list_parse_key("targets.deny")
+                .try_parsing(true)
+                .source(Some(namespaced)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.nats.url.trim().is_empty() {
+            return invalid("nats.url", "must not be empty");
+        }
+        if let Some(creds) = &self.nats.creds
+            && !creds.exists()
+        {
+            return Err(ConfigError::Invalid {
+                key: "nats.creds",
+                problem: format!("file {} does not exist", creds.display()),
+            });
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return invalid("nats.replicas", "must be between 1 and 5");
+        }
+        if self.nats.max_deliver < 1 {
+            return invalid("nats.max_deliver", "must be at least 1");
+        }
+        if self.nats.backoff.is_empty() {
+            return invalid("nats.backoff", "needs at least one delay");
+        }
+        if self.nats.ack_wait < Duration::from_secs(1) {
+            return invalid("nats.ack_wait", "must be at least 1s");
+        }
+        match url::Url::parse(&self.github.api_url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => return invalid("github.api_url", "must be an http(s) URL"),
+        }
+        if self.github.label.trim().is_empty() {
+            return invalid("github.label", "must not be empty");
+        }
+        let c = self.worker.concurrency;
+        for (key, n) in [
+            ("worker.concurrency.plan", c.plan),
+            ("worker.concurrency.scan", c.scan),
+            ("worker.concurrency.review", c.review),
+            ("worker.concurrency.reconcile", c.reconcile),
+        ] {
+            if n == 0 || n > 1024 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!("must be between 1 and 1024, got {n}"),
+                });
+            }
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.trace_sample_ratio) {
+            return invalid("telemetry.trace_sample_ratio", "must be between 0.0 and 1.0");
+        }
+        for (key, globs) in [("targets.allow", &self.targets.allow), ("targets.deny", &self.targets.deny)] {
+            for g in globs {
+                if let Err(e) = globset::Glob::new(g) {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        problem: format!("bad glob {g:?}: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! Policies: pure functions from a repository [`Snapshot`] to [`Finding`]s.
+//!
+//! Nothing in this module performs I/O. The workers build a snapshot from the GitHub API
+//! (`crate::github::snapshot`), `guardian check` builds one from a local checkout
+//! (`crate::check`); both evaluate the very same functions through [`evaluate`].
+//! A finding's [`Finding::fingerprint`] is stable across runs, so each open finding maps to
+//! exactly one GitHub issue.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+mod branch_protection;
+mod codeowners;
+mod license;
+mod readme;
+mod security_policy;
+
+/// How bad a finding is; ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// `owner/name` of a repository, as GitHub spells it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RepoRef {
+    pub owner: String,
+    pub name: String,
+}
+
+impl RepoRef {
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+}
+
+impl std::fmt::Display for RepoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+/// Branch protection of the default branch as far as it could be observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Protection {
+    /// Not observable: a local checkout, or a token without admin rights on the repository.
+    Unknown,
+    /// The default branch has no protection at all.
+    Unprotected,
+    /// The default branch is protected with these rules.
+    Protected(BranchRules),
+}
+
+/// The subset of GitHub's branch protection rules the policies look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchRules {
+    /// Approving reviews required before merge; `None` when pull request reviews are not required.
+    pub required_approving_reviews: Option<u32>,
+    pub dismiss_stale_reviews: bool,
+    pub require_code_owner_reviews: bool,
+    /// Rules also apply to administrators.
+    pub enforce_admins: bool,
+    pub allow_force_pushes: bool,
+    pub allow_deletions: bool,
+    /// Status check contexts required to pass.
+    pub required_status_checks: Vec<String>,
+}
+
+/// Everything the policies may look at. Built once per scan; cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub repo: RepoRef,
+    pub default_branch: String,
+    /// Commit the snapshot was taken at, when known.
+    pub head_sha: Option<String>,
+    pub archived: bool,
+    pub fork: bool,
+    pub private: bool,
+    /// SPDX id GitHub detected (`license.spdx_id`), when known; `NOASSERTION` is kept as is.
+    pub license_spdx: Option<String>,
+    /// Paths of all files (blobs) on the default branch, `/`-separated, relative to the root.
+    pub files: BTreeSet<String>,
+    pub protection: Protection,
+    /// `true` when the snapshot comes from GitHub (metadata and protection are known).
+    pub from_github: bool,
+}
+
+/// One problem found by one policy in one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Id of the policy that found it, e.g. `license`.
+    pub policy: String,
+    /// Stable key within the policy (e.g. `missing`, or a workflow path); never a line number
+    /// of unrelated text, so the fingerprint survives unrelated edits.
+    pub key: String,
+    pub severity: Severity,
+    /// Issue title, without the repository name.
+    pub title: String,
+    /// Markdown: what is wrong, with evidence.
+    pub details: String,
+    /// Markdown: how to fix it.
+    pub remediation: String,
+}
+
+impl Finding {
+    /// `policy/key`: stable across runs, the identity of the finding and of its issue.
+    pub fn fingerprint(&self) -> String {
+        format!("{}/{}", self.policy, self.key)
+    }
+}
+
+/// Options of one policy, from configuration (`[policies.<id>.options]`).
+pub type PolicyOptions = BTreeMap<String, serde_json::Value>;
+
+/// A policy: an id, a severity, a default, and a pure evaluation.
+pub trait Policy: Send + Sync {
+    /// Stable id, used in configuration, fingerprints and issue labels.
+    fn id(&self) -> &'static str;
+    /// One-line description for `docs/policies.md` and `guardian check`.
+    fn description(&self) -> &'static str;
+    fn severity(&self) -> Severity;
+    fn default_enabled(&self) -> bool {
+        true
+    }
+    /// `true` when the policy can be evaluated on a local checkout (files only).
+    fn file_based(&self) -> bool;
+    /// Checks options before any evaluation; the error names the option and the problem.
+    fn validate_options(&self, options: &PolicyOptions) -> Result<(), String> {
+        match options.keys().next() {
+            Some(k) => Err(format!("unknown option `{k}`")),
+            None => Ok(()),
+        }
+    }
+    fn evaluate(&self, snapshot: &Snapshot, options: &PolicyOptions) -> Vec<Finding>;
+}
+
+/// Every policy this build knows, in a stable order.
+pub fn all() -> Vec<Box<dyn Policy>> {
+    vec![
+        Box::new(license::License),
+        Box::new(readme::Readme),
+        Box::new(security_policy::SecurityPolicy),
+        Box::new(codeowners::Codeowners),
+        Box::new(branch_protection::BranchProtection),
+    ]
+}
+
+/// Which policies run and with which options.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Policy id → enabled override.
+    pub enabled: BTreeMap<String, bool>,
+    /// Policy id → options.
+    pub options: BTreeMap<String, PolicyOptions>,
+    /// Policy ids switched off fleet-wide at run time (kill switch).
+    pub disabled: BTreeSet<String>,
+}
+
+/// Evaluates every enabled policy on `snapshot`. With `files_only`, only file-based policies
+/// run (local checkouts). Findings come out sorted by fingerprint.
+pub fn evaluate(snapshot: &Snapshot, selection: &Selection, files_only: bool) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = all()
+        .iter()
+        .filter(|p| !files_only || p.file_based())
+        .filter(|p| !selection.disabled.contains(p.id()))
+        .filter(|p| *selection.enabled.get(p.id()).unwrap_or(&p.default_enabled()))
+        .flat_map(|p| {
+            let empty = PolicyOptions::new();
+            let opts = selection.options.get(p.id()).unwrap_or(&empty);
+            p.evaluate(snapshot, opts)
+        })
+        .collect();
+    findings.sort_by_key(Finding::fingerprint);
+    findings
+}
