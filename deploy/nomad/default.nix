@@ -21,8 +21,13 @@
   ...
 }:
 let
-  seconds = n: n * 1000000000;
-  minutes = n: seconds (n * 60);
+  inherit (import ../lib.nix)
+    seconds
+    minutes
+    merge
+    pickEnv
+    requireDigest
+    ;
 
   # Values shared by every environment; the per-environment sets below win.
   common = {
@@ -120,35 +125,11 @@ let
     };
   };
 
-  envNames = builtins.attrNames environments;
-
-  chosen =
-    if builtins.isString env && builtins.hasAttr env environments then
-      environments.${env}
-    else
-      throw "deploy/nomad: unknown env '${toString env}'; expected one of: ${builtins.concatStringsSep ", " envNames}";
-
-  # recursiveUpdate without nixpkgs.
-  merge =
-    base: extra:
-    base
-    // builtins.mapAttrs (
-      name: value:
-      if builtins.isAttrs value && builtins.isAttrs (base.${name} or null) then
-        merge base.${name} value
-      else
-        value
-    ) extra;
+  chosen = pickEnv "deploy/nomad" environments env;
 
   cfg = merge (merge common chosen) overrides;
 
-  imageRef =
-    if !(builtins.isString image) then
-      throw "deploy/nomad: image must be a string"
-    else if builtins.match "[^@[:space:]]+@sha256:[0-9a-f]{64}" image == null then
-      throw "deploy/nomad: image '${image}' is not pinned by digest; expected REPOSITORY@sha256:<64 hex> (tags are mutable and cannot be promoted safely)"
-    else
-      image;
+  imageRef = requireDigest "deploy/nomad" image;
 
   natsAuth =
     if builtins.elem cfg.natsAuth [

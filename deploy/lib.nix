@@ -1,0 +1,36 @@
+# Small pure helpers shared by the Nomad job functions under deploy/ (builtins only).
+rec {
+  # Nomad's API wants every duration as an integer number of nanoseconds.
+  seconds = n: n * 1000000000;
+  minutes = n: seconds (n * 60);
+
+  # Recursive attribute-set update (nixpkgs' lib.recursiveUpdate, without nixpkgs).
+  merge =
+    base: extra:
+    base
+    // builtins.mapAttrs (
+      name: value:
+      if builtins.isAttrs value && builtins.isAttrs (base.${name} or null) then
+        merge base.${name} value
+      else
+        value
+    ) extra;
+
+  # The settings of one environment, or a clear refusal naming the known ones.
+  pickEnv =
+    what: environments: env:
+    if builtins.isString env && builtins.hasAttr env environments then
+      environments.${env}
+    else
+      throw "${what}: unknown env '${toString env}'; expected one of: ${builtins.concatStringsSep ", " (builtins.attrNames environments)}";
+
+  # An image reference pinned by digest (REPOSITORY@sha256:<64 hex>), or a clear refusal.
+  requireDigest =
+    what: image:
+    if !(builtins.isString image) then
+      throw "${what}: image must be a string"
+    else if builtins.match "[^@[:space:]]+@sha256:[0-9a-f]{64}" image == null then
+      throw "${what}: image '${image}' is not pinned by digest; expected REPOSITORY@sha256:<64 hex> (tags are mutable and cannot be promoted safely)"
+    else
+      image;
+}
