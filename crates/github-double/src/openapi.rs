@@ -1,0 +1,2 @@
+//! Checks recorded requests against GitHub's OpenAPI description.
+pub fn placeholder() {}
