@@ -1,14 +1,114 @@
-//! `license`: placeholder, replaced by the policy implementation.
-use super::*;
+//! `license`: the repository states its license, so others know whether they may use it.
+//!
+//! Satisfied by a license file at the root, by a REUSE `LICENSES/` directory, or — on a
+//! snapshot taken from GitHub — by the license GitHub detected. Which license it is, is
+//! not this policy's business.
+
+use super::files::{ROOT, RequiredFile, Tail, WantedFile};
+use super::{Severity, Snapshot};
+
+/// The REUSE specification keeps one file per license in this root directory.
+const REUSE_DIR: &str = "licenses/";
+
 pub struct License;
-impl Policy for License {
-    fn id(&self) -> &'static str { "license" }
-    fn description(&self) -> &'static str { "A license file" }
-    fn severity(&self) -> Severity { Severity::Medium }
-    fn file_based(&self) -> bool { true }
-    fn evaluate(&self, s: &Snapshot, _: &PolicyOptions) -> Vec<Finding> {
-        let has = s.files.iter().any(|f| { let l = f.to_ascii_lowercase(); !l.contains('/') && (l.starts_with("license") || l.starts_with("licence") || l.starts_with("copying")) });
-        if has { return vec![] }
-        vec![Finding { policy: "license".into(), key: "missing".into(), severity: Severity::Medium, title: "No license file".into(), details: "No LICENSE file at the repository root.".into(), remediation: "Add a LICENSE file.".into() }]
+
+impl RequiredFile for License {
+    const ID: &'static str = "license";
+    const DESCRIPTION: &'static str = "The repository has a license file at its root (or a REUSE `LICENSES/` directory, or a license GitHub detected).";
+    const SEVERITY: Severity = Severity::Medium;
+    /// Root only: GitHub and most tools look for the license at the root, nowhere else.
+    const WANTED: WantedFile = WantedFile {
+        what: "license file",
+        dirs: &[ROOT],
+        stems: &["LICENSE", "LICENCE", "COPYING"],
+        tail: Tail::AnySuffix,
+        ignore_case: true,
+    };
+    const REMEDIATION: &'static str = "\
+Without a license, nobody may legally use, change or share the code.
+
+1. Choose a license with your legal team or with <https://choosealicense.com/>.
+2. Add it as `LICENSE` (or `LICENSE.md`) at the root of the default branch; on GitHub, \
+**Add file → Create new file**, type `LICENSE` and pick **Choose a license template**.
+3. Projects under several licenses may use `LICENSE-MIT`/`LICENSE-APACHE`, or a \
+`LICENSES/` directory as the REUSE specification describes (<https://reuse.software/>).
+
+See [Adding a license to a repository](https://docs.github.com/en/communities/setting-up-your-project-for-healthy-contributions/adding-a-license-to-a-repository) \
+and [Licensing a repository](https://docs.github.com/en/repositories/managing-your-repositorys-settings-and-features/customizing-your-repository/licensing-a-repository).";
+
+    fn alternatives(snapshot: &Snapshot) -> Result<(), Vec<String>> {
+        // GitHub's detection only exists for GitHub snapshots; `NOASSERTION` still means
+        // GitHub saw a license file it could not classify, which is enough here.
+        let detected = snapshot
+            .license_spdx
+            .as_deref()
+            .is_some_and(|spdx| snapshot.from_github && !spdx.is_empty());
+        let reuse = snapshot
+            .files
+            .iter()
+            .any(|f| f.to_ascii_lowercase().starts_with(REUSE_DIR));
+        if detected || reuse {
+            return Ok(());
+        }
+        let mut checked = vec!["Also looked for: a REUSE `LICENSES/` directory.".to_owned()];
+        if snapshot.from_github {
+            checked.push("GitHub detected no license for this repository.".to_owned());
+        }
+        Err(checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{check_file_policy, keys, snapshot};
+    use super::super::{Policy, PolicyOptions};
+    use super::*;
+
+    #[test]
+    fn license_files_at_the_root() {
+        check_file_policy(
+            &License,
+            &[
+                "LICENSE",
+                "license.md",
+                "LICENSE.txt",
+                "Licence",
+                "LICENSE-APACHE",
+                "COPYING",
+                "COPYING.LESSER",
+                "LICENSES/MIT.txt",
+            ],
+            &[
+                &[],
+                &["README.md"],
+                &["docs/LICENSE"],
+                &["LICENSEE.md"],
+                &["src/licenses/mit.txt"],
+            ],
+        );
+    }
+
+    #[test]
+    fn github_detection_counts_only_on_github_snapshots() {
+        let github = snapshot().github().license_spdx("MIT").build();
+        assert!(keys(&License, &github).is_empty());
+        let unclassified = snapshot().github().license_spdx("NOASSERTION").build();
+        assert!(keys(&License, &unclassified).is_empty());
+        let local = snapshot().license_spdx("MIT").build();
+        assert_eq!(keys(&License, &local), ["missing"]);
+    }
+
+    #[test]
+    fn evidence_says_what_was_looked_for() {
+        let snap = snapshot().github().build();
+        let finding = &License.evaluate(&snap, &PolicyOptions::new())[0];
+        assert_eq!(finding.title, "No license file");
+        assert!(
+            finding
+                .details
+                .contains("`LICENSE`, `LICENCE` or `COPYING`")
+        );
+        assert!(finding.details.contains("REUSE `LICENSES/`"));
+        assert!(finding.details.contains("GitHub detected no license"));
     }
 }
