@@ -200,7 +200,7 @@ impl CheckReport {
     pub fn render(&self, format: CheckFormat) -> String {
         match format {
             CheckFormat::Table => self.table(),
-            CheckFormat::Json => pretty(&self.json()),
+            CheckFormat::Json => self.json(),
             CheckFormat::Sarif => pretty(&self.sarif()),
         }
     }
@@ -245,22 +245,32 @@ impl CheckReport {
         out
     }
 
-    fn json(&self) -> serde_json::Value {
+    /// Typed rather than a `json!` map, so `path` comes first and each finding keeps the
+    /// field order of [`Finding`].
+    fn json(&self) -> String {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            path: String,
+            findings: Vec<Entry<'a>>,
+        }
         #[derive(Serialize)]
         struct Entry<'a> {
             #[serde(flatten)]
             finding: &'a Finding,
             fingerprint: String,
         }
-        let findings: Vec<Entry<'_>> = self
-            .findings
-            .iter()
-            .map(|finding| Entry {
-                finding,
-                fingerprint: finding.fingerprint(),
-            })
-            .collect();
-        json!({ "path": self.path.display().to_string(), "findings": findings })
+        let report = Report {
+            path: self.path.display().to_string(),
+            findings: self
+                .findings
+                .iter()
+                .map(|finding| Entry {
+                    finding,
+                    fingerprint: finding.fingerprint(),
+                })
+                .collect(),
+        };
+        pretty(&report)
     }
 
     /// A minimal SARIF 2.1.0 log: one run, one rule per file-based policy, one result per
@@ -317,8 +327,8 @@ impl CheckReport {
     }
 }
 
-fn pretty(value: &serde_json::Value) -> String {
-    // A `Value` always serialises.
+fn pretty(value: &impl Serialize) -> String {
+    // Plain structs and `Value`s with string keys always serialise.
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     text

@@ -178,13 +178,10 @@ fn require(
     if wanted.find(snapshot).is_some() {
         return Vec::new();
     }
-    let at = snapshot
-        .head_sha
-        .as_deref()
-        .map(|sha| format!(" at `{sha}`"))
-        .unwrap_or_default();
+    // No commit id in the text: details feed the issue's content hash, and naming the head
+    // would rewrite every open issue on every push.
     let mut details = format!(
-        "No {} was found on the default branch `{}`{at}.\n\n{}",
+        "No {} was found on the default branch `{}`.\n\n{}",
         wanted.what,
         snapshot.default_branch,
         wanted.evidence()
@@ -261,6 +258,32 @@ mod tests {
         assert!(text.contains("`NOTES` or `MEMO`, in any letter case"));
         assert!(text.contains("`.md` or `.txt`"));
         assert!(text.contains("the repository root, `docs/`"));
+    }
+
+    #[test]
+    fn missing_finding_does_not_change_with_the_head_commit() {
+        struct Notes;
+        impl RequiredFile for Notes {
+            const ID: &'static str = "notes";
+            const DESCRIPTION: &'static str = "Has notes.";
+            const SEVERITY: Severity = Severity::Low;
+            const WANTED: WantedFile = NOTES;
+            const REMEDIATION: &'static str = "Write notes.";
+        }
+        let mut before = snapshot().build();
+        before.head_sha = Some("1111".into());
+        let mut after = before.clone();
+        after.head_sha = Some("2222".into());
+        let options = PolicyOptions::new();
+        let finding = Notes.evaluate(&before, &options);
+        assert_eq!(finding, Notes.evaluate(&after, &options));
+        assert_eq!(finding[0].fingerprint(), "notes/missing");
+        assert_eq!(finding[0].title, "No notes file");
+        assert!(
+            Notes
+                .evaluate(&snapshot().files(&["NOTES"]).build(), &options)
+                .is_empty()
+        );
     }
 
     #[test]
