@@ -69,7 +69,9 @@ fn eval(file: &Path, args: &[(&str, &str)]) -> Result<Value, String> {
     for (name, value) in args {
         cmd.args(["--argstr", name, value]);
     }
-    let out = cmd.output().map_err(|e| format!("cannot run nix-instantiate: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run nix-instantiate: {e}"))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -89,11 +91,15 @@ fn nats_job(env: &str) -> Value {
 }
 
 fn groups(job: &Value) -> &Vec<Value> {
-    job["Job"]["TaskGroups"].as_array().expect("Job.TaskGroups is a list")
+    job["Job"]["TaskGroups"]
+        .as_array()
+        .expect("Job.TaskGroups is a list")
 }
 
 fn tasks(group: &Value) -> &Vec<Value> {
-    group["Tasks"].as_array().expect("TaskGroup.Tasks is a list")
+    group["Tasks"]
+        .as_array()
+        .expect("TaskGroup.Tasks is a list")
 }
 
 /// "25s", "2m", "1m30s", "500ms" → Duration (the humantime forms the worker accepts here).
@@ -114,7 +120,9 @@ fn parse_duration(text: &str) -> Duration {
             unit.push(next);
             chars.next();
         }
-        let n: u64 = number.parse().unwrap_or_else(|_| panic!("bad duration {text:?}"));
+        let n: u64 = number
+            .parse()
+            .unwrap_or_else(|_| panic!("bad duration {text:?}"));
         number.clear();
         total += match unit.as_str() {
             "ms" => Duration::from_millis(n),
@@ -131,7 +139,12 @@ fn parse_duration(text: &str) -> Duration {
 /// Every update stanza of the job: the job's own and each group's.
 fn update_stanzas(job: &Value) -> Vec<&Value> {
     let mut found = vec![&job["Job"]["Update"]];
-    found.extend(groups(job).iter().map(|g| &g["Update"]).filter(|u| !u.is_null()));
+    found.extend(
+        groups(job)
+            .iter()
+            .map(|g| &g["Update"])
+            .filter(|u| !u.is_null()),
+    );
     found
 }
 
@@ -143,11 +156,22 @@ fn worker_updates_use_canaries_and_auto_revert_and_prod_waits_for_a_human() {
     for env in ENVS {
         let job = worker_job(env);
         for update in update_stanzas(&job) {
-            assert!(update["Canary"].as_u64().unwrap_or(0) >= 1, "{env}: Canary >= 1: {update}");
-            assert_eq!(update["AutoRevert"], Value::Bool(true), "{env}: AutoRevert: {update}");
+            assert!(
+                update["Canary"].as_u64().unwrap_or(0) >= 1,
+                "{env}: Canary >= 1: {update}"
+            );
+            assert_eq!(
+                update["AutoRevert"],
+                Value::Bool(true),
+                "{env}: AutoRevert: {update}"
+            );
             assert_eq!(update["HealthCheck"], "checks", "{env}: health from checks");
             let promote = update["AutoPromote"].as_bool().unwrap_or(false);
-            assert_eq!(promote, env != "prod", "{env}: AutoPromote only outside prod");
+            assert_eq!(
+                promote,
+                env != "prod",
+                "{env}: AutoPromote only outside prod"
+            );
         }
     }
 }
@@ -163,19 +187,31 @@ fn worker_image_is_pinned_by_digest_and_other_images_are_refused() {
         for group in groups(&job) {
             for task in tasks(group) {
                 let image = task["Config"]["image"].as_str().expect("task image");
-                assert_eq!(image, WORKER_IMAGE, "{env}: the image given is the image run");
+                assert_eq!(
+                    image, WORKER_IMAGE,
+                    "{env}: the image given is the image run"
+                );
                 assert!(image.contains("@sha256:"), "{env}: image by digest");
             }
         }
-        for bad in ["ghcr.io/example/repo-guardian:latest", "ghcr.io/example/repo-guardian@sha256:abc"] {
+        for bad in [
+            "ghcr.io/example/repo-guardian:latest",
+            "ghcr.io/example/repo-guardian@sha256:abc",
+        ] {
             let err = eval(&file, &[("env", env), ("image", bad)])
                 .expect_err("an image without a full digest must be refused");
-            assert!(err.contains("not pinned by digest"), "{env}: clear refusal, got: {err}");
+            assert!(
+                err.contains("not pinned by digest"),
+                "{env}: clear refusal, got: {err}"
+            );
         }
     }
     let err = eval(&file, &[("env", "qa"), ("image", WORKER_IMAGE)])
         .expect_err("an unknown environment must be refused");
-    assert!(err.contains("unknown env 'qa'"), "clear refusal, got: {err}");
+    assert!(
+        err.contains("unknown env 'qa'"),
+        "clear refusal, got: {err}"
+    );
 }
 
 #[test]
@@ -187,11 +223,21 @@ fn worker_checks_hit_the_real_routes_on_the_port_the_worker_listens_on() {
         let job = worker_job(env);
         for group in groups(&job) {
             let task = &tasks(group)[0];
-            let listen = task["Env"]["GUARDIAN__HTTP__LISTEN"].as_str().expect("listen address set");
-            let listen_port: u64 = listen.rsplit(':').next().unwrap().parse().expect("listen port");
+            let listen = task["Env"]["GUARDIAN__HTTP__LISTEN"]
+                .as_str()
+                .expect("listen address set");
+            let listen_port: u64 = listen
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("listen port");
 
             let services = group["Services"].as_array().expect("services");
-            assert!(!services.is_empty(), "{env}: the worker registers a service");
+            assert!(
+                !services.is_empty(),
+                "{env}: the worker registers a service"
+            );
             let mut paths = Vec::new();
             for service in services {
                 for check in service["Checks"].as_array().expect("checks") {
@@ -209,12 +255,19 @@ fn worker_checks_hit_the_real_routes_on_the_port_the_worker_listens_on() {
                         .find(|p| p["Label"] == label)
                         .unwrap_or_else(|| panic!("{env}: no port labelled {label}"));
                     let container_port = port["To"].as_u64().or(port["Value"].as_u64()).unwrap();
-                    assert_eq!(container_port, listen_port, "{env}: check reaches GUARDIAN__HTTP__LISTEN");
+                    assert_eq!(
+                        container_port, listen_port,
+                        "{env}: check reaches GUARDIAN__HTTP__LISTEN"
+                    );
                     paths.push(check["Path"].as_str().expect("check path").to_owned());
                 }
             }
             paths.sort();
-            assert_eq!(paths, ["/healthz", "/readyz"], "{env}: liveness and readiness routes");
+            assert_eq!(
+                paths,
+                ["/healthz", "/readyz"],
+                "{env}: liveness and readiness routes"
+            );
         }
     }
 }
@@ -232,9 +285,16 @@ fn worker_kill_timeout_outlasts_the_drain_and_uses_sigterm() {
                     .as_str()
                     .expect("drain timeout set explicitly in the job");
                 let drain = parse_duration(drain);
-                let kill = Duration::from_nanos(task["KillTimeout"].as_u64().expect("KillTimeout in ns"));
-                assert!(kill > drain, "{env}: KillTimeout {kill:?} must exceed the drain {drain:?}");
-                assert_eq!(task["KillSignal"], "SIGTERM", "{env}: the worker drains on SIGTERM");
+                let kill =
+                    Duration::from_nanos(task["KillTimeout"].as_u64().expect("KillTimeout in ns"));
+                assert!(
+                    kill > drain,
+                    "{env}: KillTimeout {kill:?} must exceed the drain {drain:?}"
+                );
+                assert_eq!(
+                    task["KillSignal"], "SIGTERM",
+                    "{env}: the worker drains on SIGTERM"
+                );
             }
         }
     }
@@ -253,12 +313,18 @@ fn worker_secrets_arrive_only_through_templates() {
                 for name in plain.keys() {
                     let upper = name.to_ascii_uppercase();
                     for word in ["TOKEN", "KEY", "CREDS", "PASSWORD", "SECRET"] {
-                        assert!(!upper.contains(word), "{env}: {name} must not be in plain Env");
+                        assert!(
+                            !upper.contains(word),
+                            "{env}: {name} must not be in plain Env"
+                        );
                     }
                 }
                 for value in plain.values() {
                     let value = value.as_str().unwrap_or_default();
-                    assert!(!value.contains('@'), "{env}: no credentials inside a plain URL: {value}");
+                    assert!(
+                        !value.contains('@'),
+                        "{env}: no credentials inside a plain URL: {value}"
+                    );
                 }
                 let templates = task["Templates"].as_array().expect("templates");
                 let secret_env = templates
@@ -266,9 +332,21 @@ fn worker_secrets_arrive_only_through_templates() {
                     .find(|t| t["Envvars"] == Value::Bool(true))
                     .expect("an env template");
                 let text = secret_env["EmbeddedTmpl"].as_str().unwrap();
-                assert!(secret_env["DestPath"].as_str().unwrap().starts_with("secrets/"));
-                assert!(text.contains("nomadVar"), "{env}: secrets come from Nomad Variables");
-                for var in ["GUARDIAN__GITHUB__TOKEN=", "GUARDIAN__LLM__API_KEY=", "GUARDIAN__NATS__CREDS="] {
+                assert!(
+                    secret_env["DestPath"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("secrets/")
+                );
+                assert!(
+                    text.contains("nomadVar"),
+                    "{env}: secrets come from Nomad Variables"
+                );
+                for var in [
+                    "GUARDIAN__GITHUB__TOKEN=",
+                    "GUARDIAN__LLM__API_KEY=",
+                    "GUARDIAN__NATS__CREDS=",
+                ] {
                     assert!(text.contains(var), "{env}: {var} rendered by the template");
                 }
                 let creds = templates
@@ -276,7 +354,10 @@ fn worker_secrets_arrive_only_through_templates() {
                     .find(|t| t["DestPath"] == "secrets/nats.creds")
                     .expect("a NATS creds template");
                 assert!(creds["EmbeddedTmpl"].as_str().unwrap().contains("nomadVar"));
-                assert!(text.contains("NOMAD_SECRETS_DIR\" }}/nats.creds"), "{env}: creds path points into secrets/");
+                assert!(
+                    text.contains("NOMAD_SECRETS_DIR\" }}/nats.creds"),
+                    "{env}: creds path points into secrets/"
+                );
             }
         }
     }
@@ -297,7 +378,10 @@ fn check_durations(path: &str, value: &Value, env: &str) {
                         "{env}: {here} must be an integer number of nanoseconds, got {child}"
                     );
                     let ns = child.as_i64().unwrap();
-                    assert!(ns == 0 || ns >= 1_000_000, "{env}: {here} = {ns} looks like seconds, not ns");
+                    assert!(
+                        ns == 0 || ns >= 1_000_000,
+                        "{env}: {here} = {ns} looks like seconds, not ns"
+                    );
                 }
                 check_durations(&here, child, env);
             }
@@ -331,13 +415,25 @@ fn worker_scales_on_the_queue_backlog() {
         let job = worker_job(env);
         for group in groups(&job) {
             let scaling = &group["Scaling"];
-            let (min, max) = (scaling["Min"].as_u64().unwrap(), scaling["Max"].as_u64().unwrap());
+            let (min, max) = (
+                scaling["Min"].as_u64().unwrap(),
+                scaling["Max"].as_u64().unwrap(),
+            );
             let count = group["Count"].as_u64().unwrap();
-            assert!(min >= 1 && min <= count && count <= max, "{env}: {min} <= {count} <= {max}");
+            assert!(
+                min >= 1 && min <= count && count <= max,
+                "{env}: {min} <= {count} <= {max}"
+            );
             assert_eq!(scaling["Enabled"], Value::Bool(true));
             let policy = serde_json::to_string(&scaling["Policy"]).unwrap();
-            assert!(policy.contains("guardian_queue_pending"), "{env}: scales on guardian_queue_pending");
-            assert!(policy.contains("prometheus"), "{env}: the metric comes from Prometheus");
+            assert!(
+                policy.contains("guardian_queue_pending"),
+                "{env}: scales on guardian_queue_pending"
+            );
+            assert!(
+                policy.contains("prometheus"),
+                "{env}: the metric comes from Prometheus"
+            );
         }
     }
 }
@@ -352,8 +448,18 @@ fn worker_telemetry_is_configured_per_environment() {
         let task_env = &tasks(&groups(&job)[0])[0]["Env"];
         assert_eq!(task_env["GUARDIAN__TELEMETRY__LOG_FORMAT"], "json");
         assert_eq!(task_env["OTEL_SERVICE_NAME"], "repo-guardian");
-        assert!(task_env["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str().unwrap().starts_with("http"));
-        assert!(task_env["GUARDIAN__NATS__URL"].as_str().unwrap().starts_with("nats://"));
+        assert!(
+            task_env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+                .as_str()
+                .unwrap()
+                .starts_with("http")
+        );
+        assert!(
+            task_env["GUARDIAN__NATS__URL"]
+                .as_str()
+                .unwrap()
+                .starts_with("nats://")
+        );
     }
 }
 
@@ -372,17 +478,37 @@ fn nats_cluster_has_three_nodes_with_routes() {
             .iter()
             .map(|p| p["Value"].as_u64().unwrap())
             .collect();
-        assert_eq!(ports, [4222, 6222, 8222], "{env}: client, cluster and monitoring ports");
+        assert_eq!(
+            ports,
+            [4222, 6222, 8222],
+            "{env}: client, cluster and monitoring ports"
+        );
         let task = &tasks(group)[0];
-        assert!(task["Config"]["image"].as_str().unwrap().contains("@sha256:"));
-        let conf = task["Templates"][0]["EmbeddedTmpl"].as_str().expect("config template");
+        assert!(
+            task["Config"]["image"]
+                .as_str()
+                .unwrap()
+                .contains("@sha256:")
+        );
+        let conf = task["Templates"][0]["EmbeddedTmpl"]
+            .as_str()
+            .expect("config template");
         let routes = conf.matches("nats-route://").count();
         assert_eq!(routes, 3, "{env}: one route per peer");
         assert!(conf.contains("jetstream"), "{env}: JetStream on");
-        assert!(conf.contains("nomadVar"), "{env}: passwords from Nomad Variables");
-        assert!(!conf.contains("dummy-"), "{env}: no test passwords in the job");
+        assert!(
+            conf.contains("nomadVar"),
+            "{env}: passwords from Nomad Variables"
+        );
+        assert!(
+            !conf.contains("dummy-"),
+            "{env}: no test passwords in the job"
+        );
         let volume = &group["Volumes"]["jetstream"];
-        assert_eq!(volume["Type"], "host", "{env}: the store lives on a host volume");
+        assert_eq!(
+            volume["Type"], "host",
+            "{env}: the store lives on a host volume"
+        );
     }
     let config = eval(
         &repo_root().join("deploy/nats/default.nix"),
