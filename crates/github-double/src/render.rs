@@ -44,7 +44,9 @@ fn node_id(prefix: &str, id: u64) -> String {
 
 /// `simple-user` for an account.
 pub fn simple_user(base: &str, login: &str, id: u64, kind: &str) -> Value {
-    let u = format!("{base}/users/{login}");
+    // Bot logins contain brackets, which GitHub percent-encodes in URLs.
+    let seg = encode_segment(login);
+    let u = format!("{base}/users/{seg}");
     json!({
         "login": login,
         "id": id,
@@ -52,7 +54,7 @@ pub fn simple_user(base: &str, login: &str, id: u64, kind: &str) -> Value {
         "avatar_url": format!("{base}/avatars/u/{id}?v=4"),
         "gravatar_id": "",
         "url": u,
-        "html_url": format!("{base}/{login}"),
+        "html_url": format!("{base}/{seg}"),
         "followers_url": format!("{u}/followers"),
         "following_url": format!("{u}/following{{/other_user}}"),
         "gists_url": format!("{u}/gists{{/gist_id}}"),
@@ -117,11 +119,9 @@ pub fn org_full(base: &str, a: &Account, public_repos: usize, private_repos: usi
         "public_members_url": format!("{u}/public_members{{/member}}"),
         "avatar_url": format!("{base}/avatars/u/{}?v=4", a.id),
         "description": null,
+        // `company`, `blog`, `location` and `email` are optional and non-nullable in
+        // `organization-full`, so an organization without them leaves them out.
         "name": a.login,
-        "company": null,
-        "blog": "",
-        "location": null,
-        "email": null,
         "is_verified": false,
         "has_organization_projects": true,
         "has_repository_projects": true,
