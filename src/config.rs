@@ -47,7 +47,7 @@ pub struct NatsSettings {
     /// Deliveries before a transiently failing step is given up and dead-lettered.
     pub max_deliver: i64,
     /// Redelivery delays after a transient failure (the last one repeats).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "durations")]
     pub backoff: Vec<Duration>,
     /// How long the audit trail in `GUARDIAN_EVENTS` is kept.
     #[serde(with = "humantime_serde")]
@@ -166,6 +166,17 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
+/// A list of humantime durations (`["1s", "5s"]`).
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let raw: Vec<String> = Vec::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            humantime::parse_duration(s.trim())
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        })
+        .collect()
+}
+
 const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
 impl Settings {
@@ -193,7 +204,9 @@ impl Settings {
                 }
                 builder = builder.add_source(config::File::from(path).required(true));
             }
-            None => builder = builder.add_source(config::File::with_name("guardian").required(false)),
+            None => {
+                builder = builder.add_source(config::File::with_name("guardian").required(false))
+            }
         }
         // Well-known variables first, so the namespaced ones override them.
         if let Some(url) = env.get("NATS_URL") {
@@ -275,9 +288,15 @@ impl Settings {
             }
         }
         if !(0.0..=1.0).contains(&self.telemetry.trace_sample_ratio) {
-            return invalid("telemetry.trace_sample_ratio", "must be between 0.0 and 1.0");
+            return invalid(
+                "telemetry.trace_sample_ratio",
+                "must be between 0.0 and 1.0",
+            );
         }
-        for (key, globs) in [("targets.allow", &self.targets.allow), ("targets.deny", &self.targets.deny)] {
+        for (key, globs) in [
+            ("targets.allow", &self.targets.allow),
+            ("targets.deny", &self.targets.deny),
+        ] {
             for g in globs {
                 if let Err(e) = globset::Glob::new(g) {
                     return Err(ConfigError::Invalid {

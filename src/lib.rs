@@ -2,6 +2,16 @@
 //!
 //! See `ARCHITECTURE.md` for the bird's eye view and the code map.
 
+pub mod bus;
+pub mod check;
+pub mod cli;
 pub mod config;
+pub mod github;
+pub mod local;
+pub mod ops;
 pub mod policy;
+pub mod service;
+pub mod store;
 pub mod telemetry;
+pub mod worker;
+pub mod workflow;

@@ -1,0 +1,233 @@
+//! The versioned JSON envelope every step message carries.
+//!
+//! `{"v": 1, "run_id": "…", "step": "scan", "data": {…}}`. The version is checked before
+//! anything else: a payload from a newer release is refused with a reason naming both
+//! versions (and dead-lettered by the consumer), so rolling back to an older worker never
+//! crashes it and never loses the message — a newer worker can replay it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Finding, RepoRef};
+
+/// Newest envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    pub run_id: String,
+    #[serde(flatten)]
+    pub task: Task,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", content = "data", rename_all = "lowercase")]
+pub enum Task {
+    Plan(PlanTask),
+    Scan(ScanTask),
+    Review(ReconcileTask),
+    Reconcile(ReconcileTask),
+}
+
+impl Task {
+    pub fn step(&self) -> super::Step {
+        match self {
+            Task::Plan(_) => super::Step::Plan,
+            Task::Scan(_) => super::Step::Scan,
+            Task::Review(_) => super::Step::Review,
+            Task::Reconcile(_) => super::Step::Reconcile,
+        }
+    }
+
+    pub fn repo(&self) -> Option<&RepoRef> {
+        match self {
+            Task::Plan(_) => None,
+            Task::Scan(t) => Some(&t.repo),
+            Task::Review(t) | Task::Reconcile(t) => Some(&t.repo),
+        }
+    }
+}
+
+/// Expand a target into repositories and fan out scans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanTask {
+    pub target: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Build one repository's snapshot and evaluate the policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanTask {
+    pub repo: RepoRef,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Repository metadata from the listing, which saves one request per repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<RepoMeta>,
+}
+
+/// Repository metadata the scan needs, as listed by GitHub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoMeta {
+    pub default_branch: String,
+    pub archived: bool,
+    pub fork: bool,
+    pub private: bool,
+    pub has_issues: bool,
+    #[serde(default)]
+    pub license_spdx: Option<String>,
+}
+
+/// Make the repository's issues match its findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileTask {
+    pub repo: RepoRef,
+    #[serde(default)]
+    pub dry_run: bool,
+    pub findings: Vec<Finding>,
+    /// Policies that were evaluated: only their issues may be closed as fixed.
+    pub evaluated: Vec<String>,
+    pub has_issues: bool,
+    #[serde(default)]
+    pub head_sha: Option<String>,
+}
+
+/// Why a payload could not be decoded; always permanent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    #[error("payload has no version field `v`")]
+    MissingVersion,
+    #[error(
+        "payload version {found} is newer than this worker understands (up to {supported}); \
+         dead-lettered so a newer worker can replay it"
+    )]
+    NewerVersion { found: u64, supported: u32 },
+    #[error("payload version {0} is not supported")]
+    UnsupportedVersion(u64),
+    #[error("payload does not match envelope version {version}: {message}")]
+    Shape { version: u64, message: String },
+    #[error("payload is a {found} step but arrived on the {expected} subject")]
+    WrongStep {
+        found: super::Step,
+        expected: super::Step,
+    },
+}
+
+impl Envelope {
+    pub fn new(run_id: &str, task: Task) -> Self {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            run_id: run_id.to_string(),
+            task,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain data structures cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes and checks the version and the step the subject promises.
+    pub fn decode(payload: &[u8], expected: super::Step) -> Result<Envelope, DecodeError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let version = value
+            .get("v")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(DecodeError::MissingVersion)?;
+        if version > u64::from(ENVELOPE_VERSION) {
+            return Err(DecodeError::NewerVersion {
+                found: version,
+                supported: ENVELOPE_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let envelope: Envelope = serde_json::from_value(value).map_err(|e| DecodeError::Shape {
+            version,
+            message: e.to_string(),
+        })?;
+        if envelope.task.step() != expected {
+            return Err(DecodeError::WrongStep {
+                found: envelope.task.step(),
+                expected,
+            });
+        }
+        Ok(envelope)
+    }
+
+    /// Reads the run id out of any JSON payload, even one that fails to decode fully, so a
+    /// dead letter can still be recorded against its run.
+    pub fn peek_run_id(payload: &[u8]) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        value.get("run_id")?.as_str().map(str::to_string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Step;
+
+    #[test]
+    fn round_trips_every_task() {
+        let repo = RepoRef {
+            owner: "o".into(),
+            name: "r".into(),
+        };
+        let tasks = [
+            Task::Plan(PlanTask {
+                target: "org:o".into(),
+                dry_run: true,
+            }),
+            Task::Scan(ScanTask {
+                repo: repo.clone(),
+                dry_run: false,
+                meta: None,
+            }),
+            Task::Reconcile(ReconcileTask {
+                repo,
+                dry_run: false,
+                findings: vec![],
+                evaluated: vec!["license".into()],
+                has_issues: true,
+                head_sha: None,
+            }),
+        ];
+        for task in tasks {
+            let step = task.step();
+            let env = Envelope::new("run-1", task);
+            assert_eq!(Envelope::decode(&env.encode(), step).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn refuses_garbage_newer_versions_and_wrong_steps_with_reasons() {
+        let err = Envelope::decode(b"\x00garbage", Step::Scan).unwrap_err();
+        assert!(err.to_string().contains("not JSON"), "{err}");
+        let err = Envelope::decode(br#"{"run_id":"x"}"#, Step::Scan).unwrap_err();
+        assert_eq!(err, DecodeError::MissingVersion);
+        let err = Envelope::decode(
+            br#"{"v":7,"run_id":"x","step":"scan","data":{}}"#,
+            Step::Scan,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("version 7 is newer"), "{err}");
+        let err = Envelope::decode(
+            br#"{"v":1,"run_id":"x","step":"plan","data":{"target":"o/r"}}"#,
+            Step::Scan,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecodeError::WrongStep { .. }));
+        let err = Envelope::decode(
+            br#"{"v":1,"run_id":"x","step":"scan","data":{}}"#,
+            Step::Scan,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("missing field `repo`"), "{err}");
+    }
+}

@@ -1,0 +1,201 @@
+//! The NATS JetStream bus: names, connection, provisioning, step envelopes, consumers,
+//! dead letters, the micro service and the fleet-wide flags.
+//!
+//! Every name an operator types (`GUARDIAN_WORK`, `guardian-scan`, `guardian_runs`, …) is
+//! defined once here. Nothing in this module knows GitHub or the policies: the workflow
+//! plugs its step handlers into [`consumer::run_step_consumer`].
+
+pub mod consumer;
+pub mod dlq;
+pub mod envelope;
+pub mod events;
+pub mod flags;
+pub mod provision;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use crate::config::NatsSettings;
+
+pub const WORK_STREAM: &str = "GUARDIAN_WORK";
+pub const EVENTS_STREAM: &str = "GUARDIAN_EVENTS";
+pub const DLQ_STREAM: &str = "GUARDIAN_DLQ";
+pub const RUNS_BUCKET: &str = "guardian_runs";
+pub const REPOS_BUCKET: &str = "guardian_repos";
+pub const HTTP_BUCKET: &str = "guardian_http";
+pub const FLAGS_BUCKET: &str = "guardian_flags";
+pub const SERVICE_NAME: &str = "repo-guardian";
+pub const RUN_ENDPOINT: &str = "guardian.run";
+pub const STATUS_ENDPOINT: &str = "guardian.status";
+
+/// The steps of a run, each carried by its own subject and durable consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Plan,
+    Scan,
+    Review,
+    Reconcile,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [Step::Plan, Step::Scan, Step::Review, Step::Reconcile];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Plan => "plan",
+            Step::Scan => "scan",
+            Step::Review => "review",
+            Step::Reconcile => "reconcile",
+        }
+    }
+
+    /// `guardian.work.<step>`
+    pub fn subject(self) -> String {
+        format!("guardian.work.{}", self.as_str())
+    }
+
+    /// Durable consumer name, `guardian-<step>`.
+    pub fn consumer(self) -> String {
+        format!("guardian-{}", self.as_str())
+    }
+
+    pub fn from_subject(subject: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| subject == s.subject())
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Failures talking to NATS; always worth retrying later.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot read NATS credentials file {path}: {source}")]
+    Creds {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("NATS: {context}: {message}")]
+    Nats { context: String, message: String },
+}
+
+impl BusError {
+    pub fn nats(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        BusError::Nats {
+            context: context.into(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// A connected client with the JetStream context and the bucket handles every part uses.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl Bus {
+    /// Connects with the configured credentials. Fails fast with the URL in the message.
+    pub async fn connect(settings: &NatsSettings, name: &str) -> Result<Bus, BusError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(path) = &settings.creds {
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|source| BusError::Creds {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        // `retry_on_initial_connect` makes connect return at once and keep trying in the
+        // background; wait a bounded time for the first connection so a wrong URL is reported.
+        let client = opts
+            .connect(settings.url.as_str())
+            .await
+            .map_err(|source| BusError::Connect {
+                url: settings.url.clone(),
+                source,
+            })?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() > deadline {
+                return Err(BusError::Nats {
+                    context: format!("connecting to {}", settings.url),
+                    message: "no server answered within 10s".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let js = jetstream::new(client.clone());
+        Ok(Bus { client, js })
+    }
+
+    pub async fn kv(&self, bucket: &str) -> Result<kv::Store, BusError> {
+        self.js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| BusError::nats(format!("opening bucket {bucket}"), e))
+    }
+
+    /// Publishes onto a stream with `Nats-Msg-Id` and the current trace context, and waits
+    /// for the stream's acknowledgement (so a returned `Ok` means the message is durable).
+    pub async fn publish(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), BusError> {
+        self.publish_with_headers(subject, msg_id, payload, async_nats::HeaderMap::new())
+            .await
+    }
+
+    pub async fn publish_with_headers(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: Vec<u8>,
+        mut headers: async_nats::HeaderMap,
+    ) -> Result<(), BusError> {
+        crate::telemetry::inject(&mut headers);
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers)
+            .message_id(msg_id);
+        let ack = self
+            .js
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| BusError::nats(format!("publishing to {subject}"), e))?;
+        ack.await
+            .map_err(|e| BusError::nats(format!("acknowledgement for {subject}"), e))?;
+        Ok(())
+    }
+}
+
+/// Keeps secrets out of any connection string that gets logged.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,74 @@
+//! `scan`: builds one repository's snapshot from GitHub and evaluates the policies, then
+//! hands the findings to `reconcile`. Reads only; nothing here writes to GitHub.
+
+use super::Workflow;
+use super::error::StepError;
+use crate::bus::Step;
+use crate::bus::envelope::{Envelope, ReconcileTask, ScanTask, Task};
+use crate::bus::events::{self, Event};
+use crate::github::snapshot;
+use crate::policy;
+
+#[tracing::instrument(skip_all, fields(run_id, repo = %task.repo))]
+pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), StepError> {
+    let (snap, meta) = snapshot::build(&wf.github, &task.repo, task.meta.clone()).await?;
+    let selection = wf.selection();
+    let findings = policy::evaluate(&snap, &selection, false);
+    let evaluated: Vec<String> = policy::all()
+        .iter()
+        .map(|p| p.id())
+        .filter(|id| !selection.disabled.contains(*id))
+        .filter(|id| {
+            let default = policy::all()
+                .iter()
+                .find(|p| p.id() == *id)
+                .is_some_and(|p| p.default_enabled());
+            *selection.enabled.get(*id).unwrap_or(&default)
+        })
+        .map(str::to_string)
+        .collect();
+    tracing::info!(findings = findings.len(), head = ?snap.head_sha, "repository scanned");
+    events::emit(
+        &wf.bus,
+        run_id,
+        Event::RepoScanned,
+        Some(&task.repo),
+        "",
+        serde_json::json!({ "head_sha": snap.head_sha, "findings": findings.len() }),
+    )
+    .await?;
+    for f in &findings {
+        events::emit(
+            &wf.bus,
+            run_id,
+            Event::Finding,
+            Some(&task.repo),
+            &f.fingerprint(),
+            serde_json::json!({ "fingerprint": f.fingerprint(), "severity": f.severity, "title": f.title }),
+        )
+        .await?;
+    }
+    let next = ReconcileTask {
+        repo: task.repo,
+        dry_run: task.dry_run,
+        findings,
+        evaluated,
+        has_issues: meta.has_issues,
+        head_sha: snap.head_sha,
+    };
+    forward_to_reconcile(wf, run_id, next).await
+}
+
+/// Publishes the reconcile step for a repository (also the pass-through of `review`).
+pub async fn forward_to_reconcile(
+    wf: &Workflow,
+    run_id: &str,
+    task: ReconcileTask,
+) -> Result<(), StepError> {
+    let msg_id = format!("{run_id}.reconcile.{}", task.repo.full_name());
+    let envelope = Envelope::new(run_id, Task::Reconcile(task));
+    wf.bus
+        .publish(Step::Reconcile.subject(), &msg_id, envelope.encode())
+        .await?;
+    Ok(())
+}
