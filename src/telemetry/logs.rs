@@ -49,7 +49,9 @@ where
                 if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>()
                     && let Ok(Value::Object(fields)) = serde_json::from_str(fields.as_str())
                 {
-                    line.extend(fields);
+                    // `otel.*` and `messaging.*` describe the span to the tracing backend;
+                    // on every log line they would only repeat what `step` already says.
+                    line.extend(fields.into_iter().filter(|(key, _)| !is_trace_only(key)));
                 }
                 innermost = Some(span.name());
             }
@@ -61,6 +63,11 @@ where
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
     }
+}
+
+/// Span fields meant for the OpenTelemetry span only.
+fn is_trace_only(key: &str) -> bool {
+    key.starts_with("otel.") || key.starts_with("messaging.")
 }
 
 /// RFC 3339 in UTC, with the precision Loki and Vector parse.
@@ -134,6 +141,8 @@ mod tests {
                 "scan",
                 run_id = "run-1",
                 step = "scan",
+                otel.kind = "consumer",
+                messaging.system = "nats",
                 trace_id = tracing::field::Empty
             );
             let _entered = step.enter();
@@ -153,6 +162,7 @@ mod tests {
         assert_eq!(line["cached"], true);
         assert_eq!(line["level"], "INFO");
         assert_eq!(line["span"], "github");
+        assert!(line.get("otel.kind").is_none() && line.get("messaging.system").is_none());
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 }
