@@ -319,13 +319,13 @@ fn repo_route(st: &mut State, req: &Req, m: &str, owner: &str, name: &str, rest:
         }
         ("GET", ["contents", path @ ..]) => get_contents(st, req, owner, name, &path.join("/")),
         ("GET", ["issues"]) => list_issues(st, req, owner, name),
-        ("POST", ["issues"]) => create_issue(st, req, owner, name),
+        ("POST", ["issues"]) => create_issue(st, req, owner, name).unwrap_or_else(|e| e),
         ("GET", ["issues", n]) => with_issue(st, req, owner, name, n, |st, req, idx| {
             let repo = st.repo(owner, name).expect("checked");
             Out::json(200, render::issue(&req.base, repo, &repo.issues[idx]))
         }),
         ("PATCH", ["issues", n]) => with_issue(st, req, owner, name, n, |st, req, idx| {
-            update_issue(st, req, owner, name, idx)
+            update_issue(st, req, owner, name, idx).unwrap_or_else(|e| e)
         }),
         ("GET", ["issues", n, "comments"]) => {
             with_issue(st, req, owner, name, n, |st, req, idx| {
@@ -341,7 +341,7 @@ fn repo_route(st: &mut State, req: &Req, m: &str, owner: &str, name: &str, rest:
         }
         ("POST", ["issues", n, "comments"]) => {
             with_issue(st, req, owner, name, n, |st, req, idx| {
-                create_comment(st, req, owner, name, idx)
+                create_comment(st, req, owner, name, idx).unwrap_or_else(|e| e)
             })
         }
         ("GET", ["labels"]) => {
@@ -360,7 +360,7 @@ fn repo_route(st: &mut State, req: &Req, m: &str, owner: &str, name: &str, rest:
                 None => Out::not_found(),
             }
         }
-        ("POST", ["labels"]) => create_label(st, req, owner, name),
+        ("POST", ["labels"]) => create_label(st, req, owner, name).unwrap_or_else(|e| e),
         _ => Out::not_found(),
     }
 }
@@ -632,18 +632,15 @@ fn take_labels(st: &mut State, owner: &str, name: &str, value: &Value) -> Result
     Ok(resolved)
 }
 
-fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Out {
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
+fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Result<Out, Out> {
+    let body = req.json()?;
     {
         let repo = st.repo(owner, name).expect("checked");
         if repo.archived {
-            return read_only();
+            return Err(read_only());
         }
         if !repo.has_issues {
-            return issues_gone();
+            return Err(issues_gone());
         }
     }
     let Some(title) = body.get("title").and_then(|t| match t {
@@ -651,16 +648,13 @@ fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Out {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }) else {
-        return Out::json(
+        return Err(Out::json(
             422,
             render::validation_error("Issue", "title", "missing_field"),
-        );
+        ));
     };
     let labels = match body.get("labels") {
-        Some(v) => match take_labels(st, owner, name, v) {
-            Ok(l) => l,
-            Err(e) => return e,
-        },
+        Some(v) => take_labels(st, owner, name, v)?,
         None => Vec::new(),
     };
     let id = st.fresh_id();
@@ -683,7 +677,7 @@ fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Out {
     let repo = st.repo(owner, name).expect("checked");
     let v = render::issue(&req.base, repo, repo.issues.last().expect("just pushed"));
     let location = v["url"].as_str().unwrap_or_default().to_string();
-    Out::json(201, v).with("location", location)
+    Ok(Out::json(201, v).with("location", location))
 }
 
 fn with_issue(
@@ -708,19 +702,25 @@ fn with_issue(
     f(st, req, idx)
 }
 
-fn update_issue(st: &mut State, req: &Req, owner: &str, name: &str, idx: usize) -> Out {
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
+fn update_issue(
+    st: &mut State,
+    req: &Req,
+    owner: &str,
+    name: &str,
+    idx: usize,
+) -> Result<Out, Out> {
+    let body = req.json()?;
     if st.repo(owner, name).expect("checked").archived {
-        return read_only();
+        return Err(read_only());
     }
     let state_ok = body
         .get("state")
         .is_none_or(|s| matches!(s.as_str(), Some("open" | "closed")));
     if !state_ok {
-        return Out::json(422, render::validation_error("Issue", "state", "invalid"));
+        return Err(Out::json(
+            422,
+            render::validation_error("Issue", "state", "invalid"),
+        ));
     }
     let reason_ok = body.get("state_reason").is_none_or(|r| {
         r.is_null()
@@ -730,16 +730,13 @@ fn update_issue(st: &mut State, req: &Req, owner: &str, name: &str, idx: usize) 
             )
     });
     if !reason_ok {
-        return Out::json(
+        return Err(Out::json(
             422,
             render::validation_error("Issue", "state_reason", "invalid"),
-        );
+        ));
     }
     let labels = match body.get("labels") {
-        Some(v) => match take_labels(st, owner, name, v) {
-            Ok(l) => Some(l),
-            Err(e) => return e,
-        },
+        Some(v) => Some(take_labels(st, owner, name, v)?),
         None => None,
     };
     let now = now_iso();
@@ -779,22 +776,28 @@ fn update_issue(st: &mut State, req: &Req, owner: &str, name: &str, idx: usize) 
     }
     issue.updated_at = now;
     let repo = st.repo(owner, name).expect("checked");
-    Out::json(200, render::issue(&req.base, repo, &repo.issues[idx]))
+    Ok(Out::json(
+        200,
+        render::issue(&req.base, repo, &repo.issues[idx]),
+    ))
 }
 
-fn create_comment(st: &mut State, req: &Req, owner: &str, name: &str, idx: usize) -> Out {
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
+fn create_comment(
+    st: &mut State,
+    req: &Req,
+    owner: &str,
+    name: &str,
+    idx: usize,
+) -> Result<Out, Out> {
+    let body = req.json()?;
     if st.repo(owner, name).expect("checked").archived {
-        return read_only();
+        return Err(read_only());
     }
     let Some(text) = body.get("body").and_then(Value::as_str) else {
-        return Out::json(
+        return Err(Out::json(
             422,
             render::validation_error("IssueComment", "body", "missing_field"),
-        );
+        ));
     };
     let id = st.fresh_id();
     let now = now_iso();
@@ -816,19 +819,16 @@ fn create_comment(st: &mut State, req: &Req, owner: &str, name: &str, idx: usize
         issue.comments.last().expect("pushed"),
     );
     let location = v["url"].as_str().unwrap_or_default().to_string();
-    Out::json(201, v).with("location", location)
+    Ok(Out::json(201, v).with("location", location))
 }
 
-fn create_label(st: &mut State, req: &Req, owner: &str, name: &str) -> Out {
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
+fn create_label(st: &mut State, req: &Req, owner: &str, name: &str) -> Result<Out, Out> {
+    let body = req.json()?;
     let Some(label) = body.get("name").and_then(Value::as_str) else {
-        return Out::json(
+        return Err(Out::json(
             422,
             render::validation_error("Label", "name", "missing_field"),
-        );
+        ));
     };
     let key = label.to_lowercase();
     if st
@@ -837,10 +837,10 @@ fn create_label(st: &mut State, req: &Req, owner: &str, name: &str) -> Out {
         .labels
         .contains_key(&key)
     {
-        return Out::json(
+        return Err(Out::json(
             422,
             render::validation_error("Label", "name", "already_exists"),
-        );
+        ));
     }
     let color = body
         .get("color")
@@ -865,5 +865,20 @@ fn create_label(st: &mut State, req: &Req, owner: &str, name: &str) -> Out {
     let repo = st.repo(owner, name).expect("checked");
     let v = render::label(&req.base, repo, &repo.labels[&key]);
     let location = v["url"].as_str().unwrap_or_default().to_string();
-    Out::json(201, v).with("location", location)
+    Ok(Out::json(201, v).with("location", location))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_accepts_lists_weak_tags_and_star() {
+        let tag = etag_of(b"{}");
+        assert!(etag_matches(&tag, &tag));
+        assert!(etag_matches(&format!("\"other\", W/{tag}"), &tag));
+        assert!(etag_matches("*", &tag));
+        assert!(!etag_matches("\"other\"", &tag));
+        assert_ne!(etag_of(b"{}"), etag_of(b"[]"));
+    }
 }
