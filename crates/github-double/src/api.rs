@@ -539,6 +539,15 @@ fn read_only() -> Out {
     Out::error(403, "Repository was archived so is read-only.")
 }
 
+/// The JSON body of a write, refused when the repository is archived (read-only).
+fn writable_body(st: &State, req: &Req, owner: &str, name: &str) -> Result<Value, Out> {
+    let body = req.json()?;
+    if st.repo(owner, name).expect("checked").archived {
+        return Err(read_only());
+    }
+    Ok(body)
+}
+
 fn list_issues(st: &State, req: &Req, owner: &str, name: &str) -> Out {
     let repo = st.repo(owner, name).expect("checked");
     if !repo.has_issues {
@@ -633,15 +642,9 @@ fn take_labels(st: &mut State, owner: &str, name: &str, value: &Value) -> Result
 }
 
 fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Result<Out, Out> {
-    let body = req.json()?;
-    {
-        let repo = st.repo(owner, name).expect("checked");
-        if repo.archived {
-            return Err(read_only());
-        }
-        if !repo.has_issues {
-            return Err(issues_gone());
-        }
+    let body = writable_body(st, req, owner, name)?;
+    if !st.repo(owner, name).expect("checked").has_issues {
+        return Err(issues_gone());
     }
     let Some(title) = body.get("title").and_then(|t| match t {
         Value::String(s) => Some(s.clone()),
@@ -709,10 +712,7 @@ fn update_issue(
     name: &str,
     idx: usize,
 ) -> Result<Out, Out> {
-    let body = req.json()?;
-    if st.repo(owner, name).expect("checked").archived {
-        return Err(read_only());
-    }
+    let body = writable_body(st, req, owner, name)?;
     let state_ok = body
         .get("state")
         .is_none_or(|s| matches!(s.as_str(), Some("open" | "closed")));
@@ -789,10 +789,7 @@ fn create_comment(
     name: &str,
     idx: usize,
 ) -> Result<Out, Out> {
-    let body = req.json()?;
-    if st.repo(owner, name).expect("checked").archived {
-        return Err(read_only());
-    }
+    let body = writable_body(st, req, owner, name)?;
     let Some(text) = body.get("body").and_then(Value::as_str) else {
         return Err(Out::json(
             422,
