@@ -1,0 +1,24 @@
+# Nomad ACL policy for the CI deployer (GitHub Actions via OIDC, or a deploy token).
+# It may plan, submit, promote and revert jobs in the repo-guardian namespace, and read
+# them and their deployments. It cannot read Nomad Variables (the secrets), exec into
+# allocations, read logs, or touch any other namespace, node or agent.
+#
+#   nomad acl policy apply -description "Repo Guardian deployer" repo-guardian-deployer deployer.hcl
+namespace "repo-guardian" {
+  # submit-job covers `job plan`, `job run`, `job revert` and `deployment promote/fail`.
+  capabilities = [
+    "list-jobs",
+    "read-job",
+    "parse-job",
+    "submit-job",
+    "read-job-scaling",
+    "list-scaling-policies",
+    "read-scaling-policy",
+  ]
+
+  variables {
+    path "*" {
+      capabilities = ["deny"]
+    }
+  }
+}
