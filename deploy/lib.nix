@@ -33,4 +33,26 @@ rec {
       throw "${what}: image '${image}' is not pinned by digest; expected REPOSITORY@sha256:<64 hex> (tags are mutable and cannot be promoted safely)"
     else
       image;
+
+  # The identity fields every job of this repository starts with.
+  jobHeader =
+    {
+      cfg,
+      env,
+      image,
+      priority,
+    }:
+    {
+      ID = cfg.jobId;
+      Name = cfg.jobId;
+      Type = "service";
+      Namespace = cfg.namespace;
+      Region = cfg.region;
+      Datacenters = cfg.datacenters;
+      Priority = priority;
+      Meta = {
+        environment = env;
+        inherit image;
+      };
+    };
 }

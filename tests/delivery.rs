@@ -102,6 +102,18 @@ fn tasks(group: &Value) -> &Vec<Value> {
         .expect("TaskGroup.Tasks is a list")
 }
 
+/// Calls `check(env, group, task)` for every task of the worker job of every environment.
+fn for_each_worker_task(check: impl Fn(&str, &Value, &Value)) {
+    for env in ENVS {
+        let job = worker_job(env);
+        for group in groups(&job) {
+            for task in tasks(group) {
+                check(env, group, task);
+            }
+        }
+    }
+}
+
 /// "25s", "2m", "1m30s", "500ms" → Duration (the humantime forms the worker accepts here).
 fn parse_duration(text: &str) -> Duration {
     let mut total = Duration::ZERO;
@@ -181,19 +193,16 @@ fn worker_image_is_pinned_by_digest_and_other_images_are_refused() {
     if nix_available().is_none() {
         return;
     }
+    for_each_worker_task(|env, _group, task| {
+        let image = task["Config"]["image"].as_str().expect("task image");
+        assert_eq!(
+            image, WORKER_IMAGE,
+            "{env}: the image given is the image run"
+        );
+        assert!(image.contains("@sha256:"), "{env}: image by digest");
+    });
     let file = repo_root().join("deploy/nomad/default.nix");
     for env in ENVS {
-        let job = worker_job(env);
-        for group in groups(&job) {
-            for task in tasks(group) {
-                let image = task["Config"]["image"].as_str().expect("task image");
-                assert_eq!(
-                    image, WORKER_IMAGE,
-                    "{env}: the image given is the image run"
-                );
-                assert!(image.contains("@sha256:"), "{env}: image by digest");
-            }
-        }
         for bad in [
             "ghcr.io/example/repo-guardian:latest",
             "ghcr.io/example/repo-guardian@sha256:abc",
@@ -277,27 +286,21 @@ fn worker_kill_timeout_outlasts_the_drain_and_uses_sigterm() {
     if nix_available().is_none() {
         return;
     }
-    for env in ENVS {
-        let job = worker_job(env);
-        for group in groups(&job) {
-            for task in tasks(group) {
-                let drain = task["Env"]["GUARDIAN__WORKER__DRAIN_TIMEOUT"]
-                    .as_str()
-                    .expect("drain timeout set explicitly in the job");
-                let drain = parse_duration(drain);
-                let kill =
-                    Duration::from_nanos(task["KillTimeout"].as_u64().expect("KillTimeout in ns"));
-                assert!(
-                    kill > drain,
-                    "{env}: KillTimeout {kill:?} must exceed the drain {drain:?}"
-                );
-                assert_eq!(
-                    task["KillSignal"], "SIGTERM",
-                    "{env}: the worker drains on SIGTERM"
-                );
-            }
-        }
-    }
+    for_each_worker_task(|env, _group, task| {
+        let drain = task["Env"]["GUARDIAN__WORKER__DRAIN_TIMEOUT"]
+            .as_str()
+            .expect("drain timeout set explicitly in the job");
+        let drain = parse_duration(drain);
+        let kill = Duration::from_nanos(task["KillTimeout"].as_u64().expect("KillTimeout in ns"));
+        assert!(
+            kill > drain,
+            "{env}: KillTimeout {kill:?} must exceed the drain {drain:?}"
+        );
+        assert_eq!(
+            task["KillSignal"], "SIGTERM",
+            "{env}: the worker drains on SIGTERM"
+        );
+    });
 }
 
 #[test]
@@ -305,62 +308,57 @@ fn worker_secrets_arrive_only_through_templates() {
     if nix_available().is_none() {
         return;
     }
-    for env in ENVS {
-        let job = worker_job(env);
-        for group in groups(&job) {
-            for task in tasks(group) {
-                let plain = task["Env"].as_object().expect("Env");
-                for name in plain.keys() {
-                    let upper = name.to_ascii_uppercase();
-                    for word in ["TOKEN", "KEY", "CREDS", "PASSWORD", "SECRET"] {
-                        assert!(
-                            !upper.contains(word),
-                            "{env}: {name} must not be in plain Env"
-                        );
-                    }
-                }
-                for value in plain.values() {
-                    let value = value.as_str().unwrap_or_default();
-                    assert!(
-                        !value.contains('@'),
-                        "{env}: no credentials inside a plain URL: {value}"
-                    );
-                }
-                let templates = task["Templates"].as_array().expect("templates");
-                let secret_env = templates
-                    .iter()
-                    .find(|t| t["Envvars"] == Value::Bool(true))
-                    .expect("an env template");
-                let text = secret_env["EmbeddedTmpl"].as_str().unwrap();
+    for_each_worker_task(|env, _group, task| {
+        let plain = task["Env"].as_object().expect("Env");
+        for name in plain.keys() {
+            let upper = name.to_ascii_uppercase();
+            for word in ["TOKEN", "KEY", "CREDS", "PASSWORD", "SECRET"] {
                 assert!(
-                    secret_env["DestPath"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with("secrets/")
-                );
-                assert!(
-                    text.contains("nomadVar"),
-                    "{env}: secrets come from Nomad Variables"
-                );
-                for var in [
-                    "GUARDIAN__GITHUB__TOKEN=",
-                    "GUARDIAN__LLM__API_KEY=",
-                    "GUARDIAN__NATS__CREDS=",
-                ] {
-                    assert!(text.contains(var), "{env}: {var} rendered by the template");
-                }
-                let creds = templates
-                    .iter()
-                    .find(|t| t["DestPath"] == "secrets/nats.creds")
-                    .expect("a NATS creds template");
-                assert!(creds["EmbeddedTmpl"].as_str().unwrap().contains("nomadVar"));
-                assert!(
-                    text.contains("NOMAD_SECRETS_DIR\" }}/nats.creds"),
-                    "{env}: creds path points into secrets/"
+                    !upper.contains(word),
+                    "{env}: {name} must not be in plain Env"
                 );
             }
         }
-    }
+        for value in plain.values() {
+            let value = value.as_str().unwrap_or_default();
+            assert!(
+                !value.contains('@'),
+                "{env}: no credentials inside a plain URL: {value}"
+            );
+        }
+        let templates = task["Templates"].as_array().expect("templates");
+        let secret_env = templates
+            .iter()
+            .find(|t| t["Envvars"] == Value::Bool(true))
+            .expect("an env template");
+        let text = secret_env["EmbeddedTmpl"].as_str().unwrap();
+        assert!(
+            secret_env["DestPath"]
+                .as_str()
+                .unwrap()
+                .starts_with("secrets/")
+        );
+        assert!(
+            text.contains("nomadVar"),
+            "{env}: secrets come from Nomad Variables"
+        );
+        for var in [
+            "GUARDIAN__GITHUB__TOKEN=",
+            "GUARDIAN__LLM__API_KEY=",
+            "GUARDIAN__NATS__CREDS=",
+        ] {
+            assert!(text.contains(var), "{env}: {var} rendered by the template");
+        }
+        let creds = templates
+            .iter()
+            .find(|t| t["DestPath"] == "secrets/nats.creds")
+            .expect("a NATS creds template");
+        assert!(creds["EmbeddedTmpl"].as_str().unwrap().contains("nomadVar"));
+        assert!(
+            text.contains("NOMAD_SECRETS_DIR\" }}/nats.creds"),
+            "{env}: creds path points into secrets/"
+        );
+    });
 }
 
 fn check_durations(path: &str, value: &Value, env: &str) {

@@ -26,6 +26,7 @@ let
     merge
     pickEnv
     requireDigest
+    jobHeader
     ;
   config = import ./config.nix;
 
@@ -142,18 +143,12 @@ let
   imageRef = requireDigest "deploy/nats" image;
 
   job = {
-    Job = {
-      ID = cfg.jobId;
-      Name = cfg.jobId;
-      Type = "service";
-      Namespace = cfg.namespace;
-      Region = cfg.region;
-      Datacenters = cfg.datacenters;
-      Priority = 80;
-      Meta = {
-        environment = env;
-        image = imageRef;
-      };
+    Job = jobHeader {
+      inherit cfg env;
+      image = imageRef;
+      priority = 80;
+    }
+    // {
       Constraints = [
         {
           LTarget = "\${node.class}";

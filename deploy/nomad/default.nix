@@ -27,6 +27,7 @@ let
     merge
     pickEnv
     requireDigest
+    jobHeader
     ;
 
   # Values shared by every environment; the per-environment sets below win.
@@ -360,18 +361,12 @@ let
 in
 # Refuse a bad env or image before printing anything.
 builtins.seq cfg (builtins.seq imageRef (builtins.seq natsAuth {
-  Job = {
-    ID = cfg.jobId;
-    Name = cfg.jobId;
-    Type = "service";
-    Namespace = cfg.namespace;
-    Region = cfg.region;
-    Datacenters = cfg.datacenters;
-    Priority = 50;
-    Meta = {
-      environment = env;
-      image = imageRef;
-    };
+  Job = jobHeader {
+    inherit cfg env;
+    image = imageRef;
+    priority = 50;
+  }
+  // {
     Constraints = [
       {
         LTarget = "\${attr.kernel.name}";
