@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod github;
 pub mod local;

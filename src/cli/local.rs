@@ -116,9 +116,9 @@ pub async fn scan(
 ) -> anyhow::Result<ExitCode> {
     let fleet = start(settings, demo, true).await?;
     let outcome = async {
-        let accepted = super::run::request_run(&fleet.bus, target, !apply).await?;
+        let accepted = crate::client::request_run(&fleet.bus, target, !apply).await?;
         let record =
-            super::run::follow(&fleet.bus, &accepted.run_id, Duration::from_secs(3600)).await?;
+            crate::client::follow(&fleet.bus, &accepted.run_id, Duration::from_secs(3600)).await?;
         super::run::print_record(&record, format)?;
         anyhow::Ok(super::run::exit_code(record.status))
     }

@@ -115,8 +115,17 @@ impl Record for RunRecord {
 /// What one repository contributed to its run.
 #[derive(Debug, Clone)]
 pub enum RepoOutcome {
-    Reconciled { findings: u32, counts: IssueCounts },
-    Failed { step: String, reason: String },
+    Reconciled {
+        findings: u32,
+        /// Actions written to GitHub.
+        applied: IssueCounts,
+        /// Actions only planned: a dry run, or writes held back by the `force_dry_run` switch.
+        planned: IssueCounts,
+    },
+    Failed {
+        step: String,
+        reason: String,
+    },
 }
 
 impl RunRecord {
@@ -179,14 +188,15 @@ impl RunRecord {
             return false;
         }
         match outcome {
-            RepoOutcome::Reconciled { findings, counts } => {
+            RepoOutcome::Reconciled {
+                findings,
+                applied,
+                planned,
+            } => {
                 self.repos_done += 1;
                 self.findings += findings;
-                if self.dry_run {
-                    self.planned.add(counts);
-                } else {
-                    self.issues.add(counts);
-                }
+                self.issues.add(applied);
+                self.planned.add(planned);
             }
             RepoOutcome::Failed { step, reason } => {
                 self.repos_failed += 1;
@@ -286,10 +296,11 @@ mod tests {
     fn ok(created: u32) -> RepoOutcome {
         RepoOutcome::Reconciled {
             findings: created,
-            counts: IssueCounts {
+            applied: IssueCounts {
                 created,
                 ..Default::default()
             },
+            planned: IssueCounts::default(),
         }
     }
 

@@ -36,11 +36,15 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ReconcileTask) -> Result<(),
     let mut lease = acquire(wf, &task).await?;
     let result = reconcile_locked(wf, run_id, &task, &mut lease).await;
     wf.repos.release(lease).await;
-    let (findings, counts) = result?;
+    let (findings, applied, planned) = result?;
     wf.complete_repo(
         run_id,
         &task.repo,
-        RepoOutcome::Reconciled { findings, counts },
+        RepoOutcome::Reconciled {
+            findings,
+            applied,
+            planned,
+        },
     )
     .await
 }
@@ -69,7 +73,7 @@ async fn reconcile_locked(
     run_id: &str,
     task: &ReconcileTask,
     lease: &mut Lease,
-) -> Result<(u32, IssueCounts), StepError> {
+) -> Result<(u32, IssueCounts, IssueCounts), StepError> {
     let repo = &task.repo;
     let label = &wf.settings.github.label;
     let write = |wf: &Workflow| !task.dry_run && !wf.flags.snapshot().force_dry_run;
@@ -87,10 +91,11 @@ async fn reconcile_locked(
 
     let evaluated: BTreeSet<String> = task.evaluated.iter().cloned().collect();
     let (actions, unchanged) = issue_plan::plan(repo, &task.findings, &evaluated, &existing);
-    let mut counts = IssueCounts {
+    let mut applied = IssueCounts {
         unchanged,
         ..Default::default()
     };
+    let mut planned = IssueCounts::default();
     let mut map = state.issues.clone();
     for issue in &existing {
         if let Some((fp, _)) = issue_plan::parse_marker(&issue.body) {
@@ -109,6 +114,7 @@ async fn reconcile_locked(
             ));
         }
         let (event, action_name, number) = apply(wf, task, &action, writing).await?;
+        let counts = if writing { &mut applied } else { &mut planned };
         match action_name {
             "created" => counts.created += 1,
             "updated" => counts.updated += 1,
@@ -148,10 +154,10 @@ async fn reconcile_locked(
         Event::RepoReconciled,
         Some(repo),
         "",
-        json!({ "dry_run": !write(wf), "counts": counts }),
+        json!({ "applied": applied, "planned": planned }),
     )
     .await?;
-    Ok((task.findings.len() as u32, counts))
+    Ok((task.findings.len() as u32, applied, planned))
 }
 
 /// Performs one action (or only names it when not writing). Returns the event, the

@@ -1,0 +1,119 @@
+//! A run travels from trigger to GitHub issues: exactly one issue per open finding across
+//! runs, fixes and regressions, with two workers side by side and a worker killed mid-run.
+
+use std::time::Duration;
+
+use repo_guardian::store::runs::RunStatus;
+
+use crate::helpers::{Harness, open_and_duplicates};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_issue_per_finding_across_runs_fixes_and_regressions() {
+    let mut h = Harness::start().await;
+    let repos = h.seed_org("fleet-org", 50, 30);
+    h.spawn_worker().await;
+    h.spawn_worker().await;
+
+    // Two runs of the same organisation at once: both workers race on every repository.
+    let a = repo_guardian::client::request_run(&h.bus, "org:fleet-org", false)
+        .await
+        .unwrap();
+    let b = repo_guardian::client::request_run(&h.bus, "org:fleet-org", false)
+        .await
+        .unwrap();
+    let (ra, rb) = (h.follow(&a.run_id).await, h.follow(&b.run_id).await);
+    assert_eq!(
+        (ra.status, rb.status),
+        (RunStatus::Succeeded, RunStatus::Succeeded)
+    );
+    assert_eq!(ra.repos_total, 50);
+    assert_eq!(ra.issues.created + rb.issues.created, 30, "{ra:?}\n{rb:?}");
+    let (open, dups) = open_and_duplicates(&h.issues("fleet-org", &repos));
+    assert_eq!((open, dups), (30, 0));
+    for (_, issue) in h.issues("fleet-org", &repos) {
+        assert!(issue.labels.contains(&"repo-guardian".to_string()));
+        assert!(
+            issue
+                .body
+                .contains("repo-guardian:fingerprint=license/missing")
+        );
+    }
+
+    // Nothing changed: the next run writes nothing at all.
+    let writes = h.double.write_count();
+    let again = h.run("org:fleet-org", false).await;
+    assert_eq!(again.status, RunStatus::Succeeded);
+    assert_eq!(
+        h.double.write_count(),
+        writes,
+        "an unchanged run must not write"
+    );
+    assert_eq!(again.issues.unchanged, 30);
+
+    // Ten repositories get a LICENSE: exactly their ten issues close.
+    for name in &repos[..10] {
+        h.double
+            .put_file("fleet-org", name, "LICENSE", "MIT License\n");
+    }
+    let fixed = h.run("org:fleet-org", false).await;
+    assert_eq!(fixed.issues.closed, 10, "{fixed:?}");
+    let issues = h.issues("fleet-org", &repos);
+    assert_eq!(open_and_duplicates(&issues), (20, 0));
+    for (repo, issue) in &issues {
+        let fixed_repo = repos[..10].contains(repo);
+        assert_eq!(
+            issue.state == "closed",
+            fixed_repo,
+            "{repo}: {}",
+            issue.state
+        );
+        if fixed_repo {
+            assert_eq!(issue.comments.len(), 1, "a closing comment explains why");
+        }
+    }
+
+    // The LICENSE disappears again from one: its own issue is reopened, nothing new filed.
+    let before = h.double.issues("fleet-org", &repos[0]);
+    h.double.delete_file("fleet-org", &repos[0], "LICENSE");
+    let regressed = h.run("org:fleet-org", false).await;
+    assert_eq!(
+        (regressed.issues.reopened, regressed.issues.created),
+        (1, 0)
+    );
+    let after = h.double.issues("fleet-org", &repos[0]);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].number, before[0].number);
+    assert_eq!(after[0].state, "open");
+    assert_eq!(open_and_duplicates(&h.issues("fleet-org", &repos)), (21, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing() {
+    let mut h = Harness::start().await;
+    let repos = h.seed_org("crash-org", 50, 30);
+    // Slow GitHub down so the kill lands in the middle of the run.
+    h.double.set_latency(Duration::from_millis(40));
+    h.spawn_worker().await;
+    h.spawn_worker().await;
+    let accepted = repo_guardian::client::request_run(&h.bus, "org:crash-org", false)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while open_and_duplicates(&h.issues("crash-org", &repos)).0 < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no issues filed; logs:\n{}",
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.kill_worker(0);
+    let record = h.follow(&accepted.run_id).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    assert_eq!(record.repos_done, 50);
+    assert_eq!(open_and_duplicates(&h.issues("crash-org", &repos)), (30, 0));
+
+    // A later run agrees: nothing to create, nothing to close.
+    let again = h.run("org:crash-org", false).await;
+    assert_eq!(again.issues.writes(), 0, "{again:?}");
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real `nats-server`, real `guardian worker` processes, the GitHub
+//! double. One binary, shared helpers.
+
+mod compat;
+mod fleet;
+mod helpers;
+mod malformed;
+mod operations;
