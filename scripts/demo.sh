@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --minimal
-exec cargo run --release --locked --bin guardian -- scan org:demo-org --demo --apply "$@"
+exec cargo run --locked --bin guardian -- scan org:demo-org --demo --apply "$@"

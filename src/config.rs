@@ -24,6 +24,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub telemetry: TelemetrySettings,
     pub targets: TargetFilters,
+    /// The OpenAI-compatible endpoint of the optional review step. Accepted and validated
+    /// now so deployments can provision the secret; no step calls it yet.
+    #[serde(default)]
+    pub llm: LlmSettings,
     /// Per-policy switches and options, keyed by policy id (`[policies.license]`).
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
@@ -34,8 +38,11 @@ pub struct Settings {
 pub struct NatsSettings {
     /// Server URL(s), comma separated.
     pub url: String,
-    /// Optional `.creds` file (JWT + NKey) for the connection.
+    /// Optional `.creds` file (JWT + NKey) for the connection (decentralised auth).
     pub creds: Option<PathBuf>,
+    /// User and password (config-file auth, as in `deploy/nats`), instead of `creds`.
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
     /// Stream replicas: 1 for a single server, 3 on a 3-node cluster.
     pub replicas: usize,
     /// How long the work stream deduplicates `Nats-Msg-Id`s.
@@ -83,6 +90,15 @@ impl std::fmt::Debug for GithubSettings {
             .field("label", &self.label)
             .finish()
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp).
+    pub api_url: Option<String>,
+    pub api_key: Option<SecretString>,
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,12 +224,14 @@ impl Settings {
                 builder = builder.add_source(config::File::with_name("guardian").required(false))
             }
         }
-        // Well-known variables first, so the namespaced ones override them.
-        if let Some(url) = env.get("NATS_URL") {
-            builder = builder.set_override("nats.url", url.as_str())?;
-        }
-        if let Some(token) = env.get("GITHUB_TOKEN") {
-            builder = builder.set_override("github.token", token.as_str())?;
+        // Well-known variables beat the file but not their namespaced spelling.
+        for (plain, namespaced, key) in [
+            ("NATS_URL", "GUARDIAN__NATS__URL", "nats.url"),
+            ("GITHUB_TOKEN", "GUARDIAN__GITHUB__TOKEN", "github.token"),
+        ] {
+            if let (Some(value), false) = (env.get(plain), env.contains_key(namespaced)) {
+                builder = builder.set_override(key, value.as_str())?;
+            }
         }
         let namespaced: config::Map<String, String> = env
             .iter()
@@ -253,6 +271,21 @@ impl Settings {
                 key: "nats.creds",
                 problem: format!("file {} does not exist", creds.display()),
             });
+        }
+        if self.nats.password.is_some() != self.nats.user.is_some() {
+            return invalid("nats.user", "nats.user and nats.password go together");
+        }
+        if self.nats.password.is_some() && self.nats.creds.is_some() {
+            return invalid(
+                "nats.creds",
+                "use either nats.creds or nats.user/nats.password, not both",
+            );
+        }
+        if let Some(url) = &self.llm.api_url
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            return invalid("llm.api_url", "must be an http(s) URL");
         }
         if !(1..=5).contains(&self.nats.replicas) {
             return invalid("nats.replicas", "must be between 1 and 5");
@@ -307,5 +340,72 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(
+            None,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_then_well_known_then_namespaced_variables() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(s.http.listen.to_string(), "0.0.0.0:9090");
+        let s = load(&[("NATS_URL", "nats://a:4222"), ("GITHUB_TOKEN", "t1")]).unwrap();
+        assert_eq!(s.nats.url, "nats://a:4222");
+        let s = load(&[
+            ("NATS_URL", "nats://a:4222"),
+            ("GUARDIAN__NATS__URL", "nats://b:4222"),
+            ("GUARDIAN__WORKER__CONCURRENCY__SCAN", "16"),
+            ("GUARDIAN__NATS__BACKOFF", "1s,2s"),
+            ("GUARDIAN__TARGETS__DENY", "octo/*,x/y"),
+        ])
+        .unwrap();
+        assert_eq!(s.nats.url, "nats://b:4222");
+        assert_eq!(s.worker.concurrency.scan, 16);
+        assert_eq!(
+            s.nats.backoff,
+            vec![Duration::from_secs(1), Duration::from_secs(2)]
+        );
+        assert_eq!(
+            s.targets.deny,
+            vec!["octo/*".to_string(), "x/y".to_string()]
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = |vars: &[(&str, &str)]| load(vars).unwrap_err().to_string();
+        assert!(
+            err(&[("GUARDIAN__WORKER__CONCURRENCY__SCAN", "0")])
+                .contains("worker.concurrency.scan")
+        );
+        assert!(err(&[("GUARDIAN__GITHUB__API_URL", "ftp://x")]).contains("github.api_url"));
+        assert!(err(&[("GUARDIAN__NATS__CREDS", "/nope.creds")]).contains("nats.creds"));
+        assert!(err(&[("GUARDIAN__NATS__PASSWORD", "p")]).contains("nats.user"));
+        assert!(err(&[("GUARDIAN__HTTP__LISTEN", "not-an-address")]).contains("listen"));
+        assert!(err(&[("GUARDIAN__NATS__ACK_WAIT", "soon")]).contains("ack_wait"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let s = load(&[
+            ("GITHUB_TOKEN", "ghp_supersecret"),
+            ("GUARDIAN__LLM__API_KEY", "sk-secret"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("ghp_supersecret") && !debug.contains("sk-secret"),
+            "{debug}"
+        );
     }
 }

@@ -182,7 +182,13 @@ pub async fn serve(bus: Bus, runs: RunStore, shutdown: CancellationToken) -> any
             _ = shutdown.cancelled() => break,
             Some(request) = run.next() => {
                 let reply = match parse_run_request(&request.message.payload) {
-                    Ok(req) => match start_run(&bus, &runs, &req).await {
+                    // The run's trace starts here: every step span descends from it.
+                    Ok(req) => match tracing::Instrument::instrument(
+                        start_run(&bus, &runs, &req),
+                        tracing::info_span!("guardian.run", otel.kind = "server", target = %req.target),
+                    )
+                    .await
+                    {
                         Ok(accepted) => Ok(serde_json::to_vec(&accepted).unwrap_or_default().into()),
                         Err(e) => {
                             tracing::error!(error.message = %e, error.cause_chain = ?e, "cannot queue run");

@@ -15,6 +15,7 @@ pub mod provision;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
+use secrecy::ExposeSecret as _;
 
 use crate::config::NatsSettings;
 
@@ -114,6 +115,9 @@ impl Bus {
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5));
+        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+            opts = opts.user_and_password(user.clone(), password.expose_secret().to_string());
+        }
         if let Some(path) = &settings.creds {
             opts = opts
                 .credentials_file(path)

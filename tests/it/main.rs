@@ -6,3 +6,4 @@ mod fleet;
 mod helpers;
 mod malformed;
 mod operations;
+mod telemetry;
