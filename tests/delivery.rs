@@ -345,18 +345,14 @@ fn worker_secrets_arrive_only_through_templates() {
         for var in [
             "GUARDIAN__GITHUB__TOKEN=",
             "GUARDIAN__LLM__API_KEY=",
-            "GUARDIAN__NATS__CREDS=",
+            "GUARDIAN__NATS__USER=",
+            "GUARDIAN__NATS__PASSWORD=",
         ] {
             assert!(text.contains(var), "{env}: {var} rendered by the template");
         }
-        let creds = templates
-            .iter()
-            .find(|t| t["DestPath"] == "secrets/nats.creds")
-            .expect("a NATS creds template");
-        assert!(creds["EmbeddedTmpl"].as_str().unwrap().contains("nomadVar"));
         assert!(
-            text.contains("NOMAD_SECRETS_DIR\" }}/nats.creds"),
-            "{env}: creds path points into secrets/"
+            text.contains("{{ .nats_password }}"),
+            "{env}: the NATS password comes from Nomad Variables"
         );
     });
 }

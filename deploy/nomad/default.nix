@@ -41,10 +41,10 @@ let
     # Must stay above drainSeconds and at or below the client's max_kill_timeout (30s by default).
     killTimeoutSeconds = 30;
     githubApiUrl = "https://api.github.com";
-    # "creds": a JWT .creds file from Nomad Variables (GUARDIAN__NATS__CREDS), for NATS in
-    # operator/JWT mode. "password": user/password from Nomad Variables rendered into the
-    # NATS URL, for the config-mode cluster of deploy/nats. Either way only templates see it.
-    natsAuth = "creds";
+    # "password": user/password from Nomad Variables (GUARDIAN__NATS__USER/PASSWORD), for the
+    # config-mode cluster of deploy/nats. "creds": a JWT .creds file from Nomad Variables
+    # (GUARDIAN__NATS__CREDS), for NATS in operator/JWT mode. Either way only templates see it.
+    natsAuth = "password";
     # Backlog (messages pending over all steps) that one worker is expected to absorb.
     backlogPerWorker = 50;
     # Stream replicas: 3 on the 3-node JetStream cluster (deploy/nats), 1 on a single server.
@@ -146,16 +146,6 @@ let
 
   natsUrlList = builtins.concatStringsSep "," cfg.natsUrls;
 
-  # nats://host:port → nats://USER:PASSWORD@host:port, filled by the template at run time.
-  natsUrlsWithPassword = builtins.concatStringsSep "," (
-    map (
-      url:
-      let
-        parts = builtins.match "([a-z]+)://(.*)" url;
-      in
-      "${builtins.elemAt parts 0}://{{ .nats_user }}:{{ .nats_password }}@${builtins.elemAt parts 1}"
-    ) cfg.natsUrls
-  );
 
   secretEnvTemplate = builtins.concatStringsSep "\n" (
     [
@@ -169,7 +159,10 @@ let
       if natsAuth == "creds" then
         [ "GUARDIAN__NATS__CREDS={{ env \"NOMAD_SECRETS_DIR\" }}/nats.creds" ]
       else
-        [ "GUARDIAN__NATS__URL=${natsUrlsWithPassword}" ]
+        [
+          "GUARDIAN__NATS__USER={{ .nats_user }}"
+          "GUARDIAN__NATS__PASSWORD={{ .nats_password }}"
+        ]
     )
     ++ [
       "{{- end }}"
@@ -250,7 +243,9 @@ let
       OTEL_RESOURCE_ATTRIBUTES = "deployment.environment=${env},service.namespace=${cfg.namespace}";
       RUST_LOG = cfg.rustLog;
     }
-    // (if natsAuth == "creds" then { GUARDIAN__NATS__URL = natsUrlList; } else { });
+    // {
+      GUARDIAN__NATS__URL = natsUrlList;
+    };
     Templates = templates;
     Resources = {
       CPU = cfg.resources.cpu;
