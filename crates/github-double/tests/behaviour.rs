@@ -8,6 +8,7 @@ use github_double::{Fault, GithubDouble, ProtectionRules, RepoOptions};
 use serde_json::{Value, json};
 
 fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .build()

@@ -236,6 +236,7 @@ async fn responses_follow_github_openapi() {
     double.set_token(Some(TOKEN));
     let prism = start_prism(&prism, &spec, &double.url()).await;
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut s = Session {
         client: reqwest::Client::builder()
             .no_proxy()
