@@ -212,7 +212,7 @@ pub async fn serve(bus: Bus, runs: RunStore, shutdown: CancellationToken) -> any
             }
         }
     }
-    let _ = service.stop().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), service.stop()).await;
     Ok(())
 }
 

@@ -84,9 +84,19 @@ pub async fn run(
     shutdown.cancelled().await;
     readiness.set_ready(false);
     tracing::info!(drain_timeout = ?settings.worker.drain_timeout, "draining");
-    while tasks.join_next().await.is_some() {}
-    // Publishes acknowledged by the server are durable; flush anything still buffered.
-    let _ = bus.client.flush().await;
+    // Consumers hand unfinished steps back within the drain timeout; the grace on top
+    // covers their last acks. When NATS itself is gone nothing can be handed back, and the
+    // worker must still exit: JetStream redelivers whatever was not acknowledged.
+    let grace = settings.worker.drain_timeout + Duration::from_secs(5);
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("drain did not finish in time; leaving the rest to redelivery");
+        tasks.abort_all();
+    }
+    // Publishes acknowledged by the server are durable; flush anything still buffered, but
+    // never wait for a server that is not there.
+    let _ = tokio::time::timeout(Duration::from_secs(2), bus.client.flush()).await;
     ops_shutdown.cancel();
     let _ = ops_task.await;
     tracing::info!("worker stopped");

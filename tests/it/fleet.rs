@@ -39,8 +39,10 @@ async fn one_issue_per_finding_across_runs_fixes_and_regressions() {
         );
     }
 
-    // Nothing changed: the next run writes nothing at all.
+    // Nothing changed: the next run writes nothing at all, and spends no rate limit —
+    // every request is a conditional one answered 304, or served from the shared cache.
     let writes = h.double.write_count();
+    h.double.clear_requests();
     let again = h.run("org:fleet-org", false).await;
     assert_eq!(again.status, RunStatus::Succeeded);
     assert_eq!(
@@ -49,6 +51,17 @@ async fn one_issue_per_finding_across_runs_fixes_and_regressions() {
         "an unchanged run must not write"
     );
     assert_eq!(again.issues.unchanged, 30);
+    let requests = h.double.requests();
+    let charged: Vec<_> = requests.iter().filter(|r| r.status != 304).collect();
+    assert!(
+        charged.is_empty(),
+        "requests that cost budget: {charged:#?}"
+    );
+    assert!(
+        requests.len() <= 50 * 5 + 1,
+        "{} requests for 50 repositories",
+        requests.len()
+    );
 
     // Ten repositories get a LICENSE: exactly their ten issues close.
     for name in &repos[..10] {

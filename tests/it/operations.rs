@@ -198,3 +198,33 @@ async fn sigterm_drains_in_flight_steps_and_exits_zero() {
     assert_eq!(record.status, RunStatus::Succeeded);
     assert_eq!(open_and_duplicates(&h.issues("drain-org", &repos)), (6, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_even_when_nats_is_gone() {
+    let mut h = Harness::start().await;
+    h.spawn_worker().await;
+    h.nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = h.workers[0].child.id();
+    let started = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        if let Some(status) = h.workers[0].child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status:?}\n{}", h.logs());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker hangs without NATS:\n{}",
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
