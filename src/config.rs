@@ -75,6 +75,9 @@ pub struct GithubSettings {
     /// Per-request timeout.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Conditional requests against the shared ETag cache (`guardian_http`). Only worth
+    /// switching off to measure what the cache saves.
+    pub etag_cache: bool,
     /// Label put on every issue the fleet files.
     pub label: String,
     /// `User-Agent` header GitHub asks every client to send.
@@ -87,6 +90,7 @@ impl std::fmt::Debug for GithubSettings {
             .field("api_url", &self.api_url)
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
             .field("timeout", &self.timeout)
+            .field("etag_cache", &self.etag_cache)
             .field("label", &self.label)
             .finish()
     }

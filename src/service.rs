@@ -160,6 +160,20 @@ pub fn parse_status_request(payload: &[u8]) -> Result<String, RequestError> {
     Ok(text.trim_matches('"').to_string())
 }
 
+/// The span a run's trace starts with; its trace id is on its log lines too.
+fn run_span(request: &RunRequest) -> tracing::Span {
+    let span = tracing::info_span!(
+        "guardian.run",
+        otel.kind = "server",
+        target = %request.target,
+        trace_id = tracing::field::Empty
+    );
+    if let Some(id) = span.in_scope(crate::telemetry::current_trace_id) {
+        span.record("trace_id", id);
+    }
+    span
+}
+
 /// Serves both endpoints until `shutdown`.
 pub async fn serve(bus: Bus, runs: RunStore, shutdown: CancellationToken) -> anyhow::Result<()> {
     let service = bus
@@ -183,12 +197,7 @@ pub async fn serve(bus: Bus, runs: RunStore, shutdown: CancellationToken) -> any
             Some(request) = run.next() => {
                 let reply = match parse_run_request(&request.message.payload) {
                     // The run's trace starts here: every step span descends from it.
-                    Ok(req) => match tracing::Instrument::instrument(
-                        start_run(&bus, &runs, &req),
-                        tracing::info_span!("guardian.run", otel.kind = "server", target = %req.target),
-                    )
-                    .await
-                    {
+                    Ok(req) => match tracing::Instrument::instrument(start_run(&bus, &runs, &req), run_span(&req)).await {
                         Ok(accepted) => Ok(serde_json::to_vec(&accepted).unwrap_or_default().into()),
                         Err(e) => {
                             tracing::error!(error.message = %e, error.cause_chain = ?e, "cannot queue run");

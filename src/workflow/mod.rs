@@ -65,8 +65,11 @@ impl Workflow {
         settings: Arc<Settings>,
         flags: Flags,
     ) -> anyhow::Result<Arc<Workflow>> {
-        let cache = EtagCache::new(bus.kv(HTTP_BUCKET).await?);
-        let github = GithubClient::new(&settings.github, Some(cache))?;
+        let cache = match settings.github.etag_cache {
+            true => Some(EtagCache::new(bus.kv(HTTP_BUCKET).await?)),
+            false => None,
+        };
+        let github = GithubClient::new(&settings.github, cache)?;
         Ok(Arc::new(Workflow {
             runs: RunStore::new(bus.kv(RUNS_BUCKET).await?),
             repos: RepoStore::new(bus.kv(REPOS_BUCKET).await?),
