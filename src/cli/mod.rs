@@ -163,6 +163,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             timeout,
         } => {
+            // A typo is reported at once, not after connecting.
+            crate::workflow::target::Target::parse(&target)?;
             let bus = Bus::connect(&settings.nats, "guardian-cli").await?;
             run::run(&bus, &target, dry_run, wait, format, timeout).await
         }
@@ -209,7 +211,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             apply,
             demo,
             format,
-        } => local::scan(settings, &target, apply, demo, format).await,
+        } => {
+            crate::workflow::target::Target::parse(&target)?;
+            local::scan(settings, &target, apply, demo, format).await
+        }
     }
 }
 
