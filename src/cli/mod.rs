@@ -138,7 +138,8 @@ pub async fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
-    let is_fleet = matches!(cli.command, Command::Worker | Command::Dev { .. });
+    // Workers log as configured (JSON in production); interactive commands log for humans.
+    let is_fleet = matches!(cli.command, Command::Worker);
     let telemetry_settings = if is_fleet {
         settings.telemetry.clone()
     } else {
