@@ -191,6 +191,27 @@ impl Harness {
             .collect()
     }
 
+    /// Starts a run without waiting for it.
+    pub async fn start_run(&self, target: &str) -> String {
+        repo_guardian::client::request_run(&self.bus, target, false)
+            .await
+            .expect("run accepted")
+            .run_id
+    }
+
+    /// Waits until at least `count` issues are open in the organisation (mid-run checkpoints).
+    pub async fn wait_for_open_issues(&self, owner: &str, repos: &[String], count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while open_and_duplicates(&self.issues(owner, repos)).0 < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fewer than {count} issues after 60s; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Every issue of an organisation's repositories.
     pub fn issues(&self, owner: &str, repos: &[String]) -> Vec<(String, IssueView)> {
         repos

@@ -122,20 +122,14 @@ async fn force_dry_run_stops_github_writes_while_a_run_is_in_flight() {
     let repos = h.seed_org("switch-org", 20, 20);
     h.double.set_latency(Duration::from_millis(60));
     h.spawn_worker().await;
-    let accepted = repo_guardian::client::request_run(&h.bus, "org:switch-org", false)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while open_and_duplicates(&h.issues("switch-org", &repos)).0 < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "{}", h.logs());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let run_id = h.start_run("org:switch-org").await;
+    h.wait_for_open_issues("switch-org", &repos, 2).await;
     let flags = h.bus.kv("guardian_flags").await.unwrap();
     flags.put("force_dry_run", "true".into()).await.unwrap();
     // Writes already on the wire may land; none may start afterwards.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let writes = h.double.write_count();
-    let record = h.follow(&accepted.run_id).await;
+    let record = h.follow(&run_id).await;
     assert_eq!(
         h.double.write_count(),
         writes,
@@ -169,9 +163,7 @@ async fn sigterm_drains_in_flight_steps_and_exits_zero() {
     let repos = h.seed_org("drain-org", 6, 6);
     h.double.set_latency(Duration::from_millis(300));
     h.spawn_worker().await;
-    let accepted = repo_guardian::client::request_run(&h.bus, "org:drain-org", false)
-        .await
-        .unwrap();
+    let run_id = h.start_run("org:drain-org").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = h.workers[0].child.id();
     let started = std::time::Instant::now();
@@ -194,7 +186,7 @@ async fn sigterm_drains_in_flight_steps_and_exits_zero() {
     // Whatever was handed back is finished by the next worker, without duplicates.
     h.double.set_latency(Duration::ZERO);
     h.spawn_worker().await;
-    let record = h.follow(&accepted.run_id).await;
+    let record = h.follow(&run_id).await;
     assert_eq!(record.status, RunStatus::Succeeded);
     assert_eq!(open_and_duplicates(&h.issues("drain-org", &repos)), (6, 0));
 }
