@@ -113,6 +113,18 @@ async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing() {
     let run_id = h.start_run("org:crash-org").await;
     h.wait_for_open_issues("crash-org", &repos, 5).await;
     h.kill_worker(0);
+    let runs = repo_guardian::store::runs::RunStore::new(h.bus.kv("guardian_runs").await.unwrap());
+    let at_kill = runs.get(&run_id).await.unwrap().unwrap();
+    assert!(
+        !at_kill.pending.is_empty(),
+        "the kill must land mid-run: {at_kill:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&h.workers[0].log)
+            .unwrap()
+            .contains("\"step\":\"reconcile\""),
+        "the killed worker was reconciling"
+    );
     let record = h.follow(&run_id).await;
     assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
     assert_eq!(record.repos_done, 50);
@@ -120,5 +132,33 @@ async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing() {
 
     // A later run agrees: nothing to create, nothing to close.
     let again = h.run("org:crash-org", false).await;
+    assert_eq!(again.issues.writes(), 0, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_run_loses_nothing_and_duplicates_nothing() {
+    let mut h = Harness::start().await;
+    let repos = h.seed_org("restart-org", 30, 20);
+    h.double.set_latency(Duration::from_millis(40));
+    h.spawn_worker().await;
+    h.spawn_worker().await;
+    let run_id = h.start_run("org:restart-org").await;
+    h.wait_for_open_issues("restart-org", &repos, 3).await;
+
+    // The server dies and comes back on the same port with the same store.
+    let (port, store) = (h.nats.port, h.nats.store.clone());
+    h.nats.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.nats =
+        repo_guardian::local::NatsServer::start(&store, Some(port)).expect("restart nats-server");
+
+    let record = h.follow(&run_id).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    assert_eq!(record.repos_done, 30);
+    assert_eq!(
+        open_and_duplicates(&h.issues("restart-org", &repos)),
+        (20, 0)
+    );
+    let again = h.run("org:restart-org", false).await;
     assert_eq!(again.issues.writes(), 0, "{again:?}");
 }

@@ -115,7 +115,62 @@ async fn bad_requests_and_poison_messages_are_answered_and_dead_lettered() {
     assert!(missing.errors[0].message.contains("404"), "{missing:?}");
     assert_eq!(dlq::list(&h.bus).await.unwrap().len(), 3);
 
-    // A replayed dead letter goes back to its subject (and fails again the same way).
-    let replayed = dlq::replay(&h.bus, Some(letters[0].id)).await.unwrap();
+    // guardian.status answers with the record, or an error naming the run.
+    let reply = h
+        .bus
+        .client
+        .request(
+            "guardian.status",
+            format!(r#"{{"run_id":"{}"}}"#, ok.run_id).into(),
+        )
+        .await
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(record["status"], "succeeded");
+    let reply = h
+        .bus
+        .client
+        .request("guardian.status", "no-such-run".into())
+        .await
+        .unwrap();
+    let headers = reply.headers.expect("error headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").unwrap().as_str(),
+        "404"
+    );
+    assert!(
+        headers
+            .get("Nats-Service-Error")
+            .unwrap()
+            .as_str()
+            .contains("no-such-run")
+    );
+
+    // A replayed dead letter goes back to its subject, is consumed again and — still
+    // garbage — dead-lettered again with the same reason: nothing lost, nothing looping.
+    let garbage = letters
+        .iter()
+        .find(|l| l.letter.error.contains("payload is not JSON"))
+        .unwrap();
+    let replayed = dlq::replay(&h.bus, Some(garbage.id)).await.unwrap();
     assert_eq!(replayed.len(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = dlq::list(&h.bus).await.unwrap();
+        if now
+            .iter()
+            .any(|l| l.id != garbage.id && l.letter.error.contains("payload is not JSON"))
+        {
+            assert!(
+                now.iter().all(|l| l.id != garbage.id),
+                "the replayed letter was removed"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replayed letter not seen again: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
