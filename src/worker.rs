@@ -32,6 +32,9 @@ pub async fn run(
     tracing::info!(%addr, "ops server listening (/healthz, /readyz, /metrics)");
 
     provision::provision(&bus, &settings.nats).await?;
+    // Every metric family is on the first scrape; without an LLM the token series carry
+    // `model="none"` and stay at zero.
+    telemetry::metrics().register_llm_model(settings.llm.model.as_deref().unwrap_or("none"));
     let flags = Flags::default();
     let workflow = Workflow::new(bus.clone(), settings.clone(), flags.clone()).await?;
     let handler: Arc<dyn consumer::StepHandler> = Arc::new(Handler(workflow.clone()));

@@ -220,3 +220,58 @@ async fn sigterm_exits_even_when_nats_is_gone() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every metric of the observability contract, by name.
+const CONTRACT_METRICS: [&str; 10] = [
+    "guardian_run_duration_seconds",
+    "guardian_step_duration_seconds",
+    "guardian_llm_tokens_total",
+    "guardian_issues_total",
+    "guardian_errors_total",
+    "guardian_github_requests_total",
+    "guardian_github_rate_limit_remaining",
+    "guardian_queue_pending",
+    "guardian_steps_inflight",
+    "guardian_build_info",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_worker_exposes_every_contract_metric_and_passes_promtool() {
+    let mut h = Harness::start().await;
+    h.spawn_worker().await;
+    let url = format!("http://127.0.0.1:{}/metrics", h.workers[0].ops_port);
+    let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    for name in CONTRACT_METRICS {
+        assert!(
+            page.lines().any(|l| l.starts_with(name)),
+            "{name} missing before any run:\n{page}"
+        );
+    }
+    assert!(page.contains(r#"guardian_queue_pending{step="scan"}"#));
+    assert!(page.contains(r#"guardian_issues_total{action="created"} 0"#));
+    if std::env::var("GUARDIAN_SKIP_PROMTOOL").as_deref() == Ok("1") {
+        eprintln!("GUARDIAN_SKIP_PROMTOOL=1: promtool check skipped");
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
