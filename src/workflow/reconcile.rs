@@ -52,9 +52,12 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ReconcileTask) -> Result<(),
 /// Waits (with the step's heartbeats running) for the repository's lease, up to its TTL.
 async fn acquire(wf: &Workflow, task: &ReconcileTask) -> Result<Lease, StepError> {
     let ttl = wf.settings.worker.lease_ttl;
+    // One token per reconcile, so two reconciles of one repository inside the same worker
+    // exclude each other too.
+    let holder = format!("{}/{}", wf.worker_id, uuid::Uuid::now_v7().simple());
     let deadline = tokio::time::Instant::now() + ttl;
     loop {
-        if let Some(lease) = wf.repos.try_lease(&task.repo, &wf.worker_id, ttl).await? {
+        if let Some(lease) = wf.repos.try_lease(&task.repo, &holder, ttl).await? {
             return Ok(lease);
         }
         if tokio::time::Instant::now() >= deadline {
