@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::policy::{self, Finding, Protection, RepoRef, Selection, Severity, Snapshot};
+use crate::domain::{Finding, Protection, RepoRef, Severity, Snapshot};
+use crate::policy::{self, Selection};
 
 /// Directories never walked: Git's own store and bulky build or dependency output, which is
 /// not part of the repository's files on GitHub either.

@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod domain;
 pub mod github;
 pub mod local;
 pub mod ops;

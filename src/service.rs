@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::envelope::{Envelope, PlanTask, Task};
 use crate::bus::events::{self, Event};
 use crate::bus::{Bus, RUN_ENDPOINT, SERVICE_NAME, STATUS_ENDPOINT, Step};
+use crate::domain::Target;
 use crate::store::runs::{RunRecord, RunStore};
-use crate::workflow::target::Target;
 
 /// A validated `guardian.run` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Finding, RepoRef};
+pub use crate::domain::RepoMeta;
+use crate::domain::{Finding, RepoRef};
 
 /// Newest envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -67,18 +68,6 @@ pub struct ScanTask {
     pub meta: Option<RepoMeta>,
 }
 
-/// Repository metadata the scan needs, as listed by GitHub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepoMeta {
-    pub default_branch: String,
-    pub archived: bool,
-    pub fork: bool,
-    pub private: bool,
-    pub has_issues: bool,
-    #[serde(default)]
-    pub license_spdx: Option<String>,
-}
-
 /// Make the repository's issues match its findings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReconcileTask {
@@ -88,6 +77,10 @@ pub struct ReconcileTask {
     pub findings: Vec<Finding>,
     /// Policies that were evaluated: only their issues may be closed as fixed.
     pub evaluated: Vec<String>,
+    /// Policies that could not be evaluated, with the reason (a 403, a 5xx, a truncated
+    /// tree, an unparsable file). Unknown is never absent: their issues stay as they are.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unknown: std::collections::BTreeMap<String, String>,
     pub has_issues: bool,
     #[serde(default)]
     pub head_sha: Option<String>,
@@ -194,6 +187,7 @@ mod tests {
                 dry_run: false,
                 findings: vec![],
                 evaluated: vec!["license".into()],
+                unknown: Default::default(),
                 has_issues: true,
                 head_sha: None,
             }),

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{Bus, BusError};
-use crate::policy::RepoRef;
+use crate::domain::RepoRef;
 
 /// Version of the event payload format.
 pub const EVENT_VERSION: u32 = 1;

@@ -165,7 +165,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
         } => {
             // A typo is reported at once, not after connecting.
-            crate::workflow::target::Target::parse(&target)?;
+            crate::domain::Target::parse(&target)?;
             let bus = Bus::connect(&settings.nats, "guardian-cli").await?;
             run::run(&bus, &target, dry_run, wait, format, timeout).await
         }
@@ -213,7 +213,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             demo,
             format,
         } => {
-            crate::workflow::target::Target::parse(&target)?;
+            crate::domain::Target::parse(&target)?;
             local::scan(settings, &target, apply, demo, format).await
         }
     }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::snapshot::segment;
 use super::{CachePolicy, GithubClient, GithubError};
-use crate::policy::RepoRef;
+use crate::domain::RepoRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {

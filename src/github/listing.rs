@@ -5,10 +5,10 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::{CachePolicy, GithubClient, GithubError};
-use crate::bus::envelope::RepoMeta;
 use crate::config::TargetFilters;
-use crate::policy::RepoRef;
-use crate::workflow::target::Target;
+use crate::domain::RepoMeta;
+use crate::domain::RepoRef;
+use crate::domain::Target;
 
 /// A repository to scan, with the metadata the listing already carried.
 #[derive(Debug, Clone)]

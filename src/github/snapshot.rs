@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use super::listing::repo_meta;
 use super::{CachePolicy, GithubClient, GithubError};
-use crate::bus::envelope::RepoMeta;
-use crate::policy::{BranchRules, Protection, RepoRef, Snapshot};
+use crate::domain::RepoMeta;
+use crate::domain::{BranchRules, Protection, RepoRef, Snapshot};
 
 /// Percent-encodes a path segment (branch names may hold `/`, `#`, `%`…).
 pub fn segment(s: &str) -> String {

@@ -5,7 +5,8 @@
 //! example with a token lacking admin rights). Each weakness is its own finding with a
 //! stable key, so fixing one closes exactly one issue.
 
-use super::{BranchRules, Finding, Policy, PolicyOptions, Protection, Severity, Snapshot, finding};
+use super::{Policy, PolicyOptions, finding};
+use crate::domain::{BranchRules, Finding, Protection, Severity, Snapshot};
 
 pub(crate) const ID: &str = "branch-protection";
 

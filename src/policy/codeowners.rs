@@ -4,8 +4,8 @@
 //! recognises only that exact spelling, so a misspelt file does not count; whether its
 //! rules cover every path is not judged here.
 
-use super::Severity;
 use super::files::{ROOT, RequiredFile, Tail, WantedFile};
+use crate::domain::Severity;
 
 pub struct Codeowners;
 

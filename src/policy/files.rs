@@ -7,7 +7,8 @@
 //! policy behaves and explains itself the same way. It knows nothing about any particular
 //! policy.
 
-use super::{Finding, Policy, PolicyOptions, Severity, Snapshot, finding};
+use super::{Policy, PolicyOptions, finding};
+use crate::domain::{Finding, Severity, Snapshot};
 
 /// A policy that asks for one file: it states its constants, [`Policy`] follows.
 pub(crate) trait RequiredFile {

@@ -5,7 +5,7 @@
 //! not this policy's business.
 
 use super::files::{ROOT, RequiredFile, Tail, WantedFile};
-use super::{Severity, Snapshot};
+use crate::domain::{Severity, Snapshot};
 
 /// The REUSE specification keeps one file per license in this root directory.
 const REUSE_DIR: &str = "licenses/";

@@ -3,8 +3,8 @@
 //! Satisfied by a README where GitHub renders one on the repository page: the root,
 //! `.github/` or `docs/`. Its content is not judged.
 
-use super::Severity;
 use super::files::{COMMUNITY_DIRS, RequiredFile, Tail, WantedFile};
+use crate::domain::Severity;
 
 pub struct Readme;
 

@@ -3,8 +3,8 @@
 //! Satisfied by a `SECURITY` file (Markdown, text, reStructuredText or no extension) at the
 //! root, in `.github/` or in `docs/` — the places GitHub reads it from.
 
-use super::Severity;
 use super::files::{COMMUNITY_DIRS, RequiredFile, Tail, WantedFile};
+use crate::domain::Severity;
 
 pub struct SecurityPolicy;
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Record, StoreError};
 use crate::bus::BusError;
-use crate::policy::RepoRef;
+use crate::domain::RepoRef;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoState {

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::domain::{Finding, RepoRef};
 use crate::github::issues::Issue;
-use crate::policy::{Finding, RepoRef};
 
 const MARKER_OPEN: &str = "<!-- repo-guardian:";
 
@@ -159,7 +159,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Severity;
+    use crate::domain::Severity;
 
     fn repo() -> RepoRef {
         RepoRef {

@@ -13,7 +13,6 @@ pub mod issue_plan;
 pub mod plan;
 pub mod reconcile;
 pub mod scan;
-pub mod target;
 
 use std::sync::Arc;
 
@@ -26,8 +25,9 @@ use crate::bus::events::{self, Event};
 use crate::bus::flags::Flags;
 use crate::bus::{Bus, HTTP_BUCKET, REPOS_BUCKET, RUNS_BUCKET};
 use crate::config::Settings;
+use crate::domain::RepoRef;
 use crate::github::{EtagCache, GithubClient};
-use crate::policy::{RepoRef, Selection};
+use crate::policy::Selection;
 use crate::store::StoreError;
 use crate::store::repos::RepoStore;
 use crate::store::runs::{RepoOutcome, RunStatus, RunStore};

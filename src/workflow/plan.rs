@@ -6,10 +6,10 @@
 
 use super::Workflow;
 use super::error::{ErrorKind, StepError};
-use super::target::Target;
 use crate::bus::Step;
 use crate::bus::envelope::{Envelope, PlanTask, ScanTask, Task};
 use crate::bus::events::{self, Event};
+use crate::domain::Target;
 use crate::github::listing;
 use crate::store::runs::RunStatus;
 

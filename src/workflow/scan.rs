@@ -53,6 +53,7 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         dry_run: task.dry_run,
         findings,
         evaluated,
+        unknown: Default::default(),
         has_issues: meta.has_issues,
         head_sha: snap.head_sha,
     };

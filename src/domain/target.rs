@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::policy::RepoRef;
+use super::RepoRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

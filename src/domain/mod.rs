@@ -1,0 +1,122 @@
+//! The shared vocabulary of Repo Guardian: repositories, targets, repository metadata,
+//! snapshots and findings. Everything else builds on these types; this module imports no
+//! other module of the crate, so every arrow points down to it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+mod target;
+
+pub use target::{Target, TargetError};
+
+/// How bad a finding is; ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// `owner/name` of a repository, as GitHub spells it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RepoRef {
+    pub owner: String,
+    pub name: String,
+}
+
+impl RepoRef {
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+}
+
+impl std::fmt::Display for RepoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+/// Branch protection of the default branch as far as it could be observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Protection {
+    /// Not observable: a local checkout, or a token without admin rights on the repository.
+    Unknown,
+    /// The default branch has no protection at all.
+    Unprotected,
+    /// The default branch is protected with these rules.
+    Protected(BranchRules),
+}
+
+/// The subset of GitHub's branch protection rules the policies look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchRules {
+    /// Approving reviews required before merge; `None` when pull request reviews are not required.
+    pub required_approving_reviews: Option<u32>,
+    pub dismiss_stale_reviews: bool,
+    pub require_code_owner_reviews: bool,
+    /// Rules also apply to administrators.
+    pub enforce_admins: bool,
+    pub allow_force_pushes: bool,
+    pub allow_deletions: bool,
+    /// Status check contexts required to pass.
+    pub required_status_checks: Vec<String>,
+}
+
+/// Everything the policies may look at. Built once per scan; cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub repo: RepoRef,
+    pub default_branch: String,
+    /// Commit the snapshot was taken at, when known.
+    pub head_sha: Option<String>,
+    pub archived: bool,
+    pub fork: bool,
+    pub private: bool,
+    /// SPDX id GitHub detected (`license.spdx_id`), when known; `NOASSERTION` is kept as is.
+    pub license_spdx: Option<String>,
+    /// Paths of all files (blobs) on the default branch, `/`-separated, relative to the root.
+    pub files: BTreeSet<String>,
+    pub protection: Protection,
+    /// `true` when the snapshot comes from GitHub (metadata and protection are known).
+    pub from_github: bool,
+}
+
+/// One problem found by one policy in one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Id of the policy that found it, e.g. `license`.
+    pub policy: String,
+    /// Stable key within the policy (e.g. `missing`, or a workflow path); never a line number
+    /// of unrelated text, so the fingerprint survives unrelated edits.
+    pub key: String,
+    pub severity: Severity,
+    /// Issue title, without the repository name.
+    pub title: String,
+    /// Markdown: what is wrong, with evidence.
+    pub details: String,
+    /// Markdown: how to fix it.
+    pub remediation: String,
+}
+
+impl Finding {
+    /// `policy/key`: stable across runs, the identity of the finding and of its issue.
+    pub fn fingerprint(&self) -> String {
+        format!("{}/{}", self.policy, self.key)
+    }
+}
+
+/// Repository metadata the scan needs, as listed by GitHub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoMeta {
+    pub default_branch: String,
+    pub archived: bool,
+    pub fork: bool,
+    pub private: bool,
+    pub has_issues: bool,
+    #[serde(default)]
+    pub license_spdx: Option<String>,
+}
