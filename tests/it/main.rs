@@ -3,6 +3,7 @@
 
 mod compat;
 mod fleet;
+mod fleet_core;
 mod helpers;
 mod malformed;
 mod operations;
