@@ -191,7 +191,29 @@ async fn a_message_whose_deliveries_run_out_without_an_outcome_is_dead_lettered_
     let taken = batch.next().await.expect("the plan").unwrap();
     assert_eq!(taken.info().unwrap().delivered, 1);
     drop(taken); // never acked
-
+    // The server acts on an exhausted message when a consumer asks for more, as the
+    // fleet's workers always do; here the test asks (the worker is paused).
+    let runs = runs(&h.bus).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the stranded plan ends its run",
+        || async {
+            let mut more = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .unwrap();
+            assert!(
+                !matches!(more.next().await, Some(Ok(_))),
+                "never delivered again"
+            );
+            let record = runs.get(&run_id).await.unwrap()?;
+            record.status.is_final().then_some(())
+        },
+    )
+    .await;
     let record = h.follow(&run_id).await;
     assert_eq!(record.status, RunStatus::Failed, "{record:?}");
     assert!(
