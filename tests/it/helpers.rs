@@ -90,6 +90,8 @@ impl Harness {
             .env("GUARDIAN__NATS__URL", &self.nats.url)
             .env("GUARDIAN__GITHUB__API_URL", self.double.url())
             .env("GUARDIAN__GITHUB__TOKEN", TOKEN)
+            // The double has no write limits; pacing is tested on its own.
+            .env("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s")
             .env("GUARDIAN__HTTP__LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("GUARDIAN__TELEMETRY__LOG_FORMAT", "json")
             .env("GUARDIAN__NATS__ACK_WAIT", "2s")
