@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use github_double::{Fault, ProtectionRules, RepoOptions};
+use github_double::{Fault, RepoOptions};
 
 use crate::helpers::{Harness, open_and_duplicates};
 
@@ -32,26 +32,8 @@ fn seed(h: &Harness) -> Vec<String> {
     (0..REPOS)
         .map(|i| {
             let repo = name(i);
-            h.double.add_repo(ORG, &repo, RepoOptions::default());
-            for (path, text) in [
-                ("README.md", "# hello\n"),
-                ("SECURITY.md", "Report to security@example.com\n"),
-                (".github/CODEOWNERS", "* @octo/team\n"),
-            ] {
-                h.double.put_file(ORG, &repo, path, text);
-            }
-            if i >= MISSING_LICENSE {
-                h.double.put_file(ORG, &repo, "LICENSE", "MIT License\n");
-            }
             let reviews = if i < WEAK_PROTECTION { None } else { Some(1) };
-            h.double.set_protection(
-                ORG,
-                &repo,
-                Some(ProtectionRules {
-                    required_approving_reviews: reviews,
-                    ..Default::default()
-                }),
-            );
+            h.seed_repo(ORG, &repo, i >= MISSING_LICENSE, reviews);
             repo
         })
         .collect()
