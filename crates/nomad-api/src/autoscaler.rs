@@ -52,6 +52,8 @@ impl AutoscalerPolicy {
 impl Check {
     /// The names of the strategy plugins of this check.
     pub fn strategies(&self) -> impl Iterator<Item = &str> {
-        self.strategy.iter().flat_map(|s| s.keys().map(String::as_str))
+        self.strategy
+            .iter()
+            .flat_map(|s| s.keys().map(String::as_str))
     }
 }

@@ -40,7 +40,9 @@ impl GoDuration {
         let mut total = Duration::ZERO;
         let mut rest = text;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(format!("invalid duration {text:?}: expected a number"));
             }
@@ -48,7 +50,9 @@ impl GoDuration {
                 .parse()
                 .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let nanos_per_unit: u64 = match unit {
@@ -105,7 +109,10 @@ mod tests {
 
     #[test]
     fn nanos_refuse_strings() {
-        assert_eq!(serde_json::from_str::<Nanos>("30000000000").unwrap(), Nanos(30_000_000_000));
+        assert_eq!(
+            serde_json::from_str::<Nanos>("30000000000").unwrap(),
+            Nanos(30_000_000_000)
+        );
         let err = serde_json::from_str::<Nanos>("\"30s\"").unwrap_err();
         assert!(err.to_string().contains("invalid type: string"), "{err}");
     }
