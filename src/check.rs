@@ -102,6 +102,8 @@ pub fn snapshot_from_dir(path: &Path) -> Result<Snapshot, CheckError> {
         files,
         protection: Protection::Unknown,
         from_github: false,
+        contents: Default::default(),
+        unavailable: Default::default(),
     })
 }
 
@@ -183,16 +185,16 @@ pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError
     for p in policy::all().iter().filter(|p| p.file_based()) {
         if let Some(options) = selection.options.get(p.id()) {
             p.validate_options(options)
-                .map_err(|message| CheckError::Options {
+                .map_err(|e| CheckError::Options {
                     policy: p.id().to_owned(),
-                    message,
+                    message: e.to_string(),
                 })?;
         }
     }
     let snapshot = snapshot_from_dir(path)?;
     Ok(CheckReport {
         path: path.to_path_buf(),
-        findings: policy::evaluate(&snapshot, selection, true),
+        findings: policy::evaluate(&snapshot, selection, true).findings,
     })
 }
 

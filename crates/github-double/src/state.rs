@@ -169,6 +169,8 @@ pub struct Repo {
     pub issues: Vec<Issue>,
     /// Labels keyed by lower-cased name: GitHub label names are case-insensitive.
     pub labels: BTreeMap<String, Label>,
+    /// Recursive trees answer `truncated: true`, as GitHub does beyond its size limits.
+    pub truncate_trees: bool,
 }
 
 impl Repo {
@@ -185,6 +187,14 @@ impl Repo {
             return Some(c);
         }
         self.commits.values().find(|c| c.tree_sha == reference)
+    }
+
+    /// The blob with this SHA in any commit.
+    pub fn blob(&self, sha: &str) -> Option<&Blob> {
+        self.commits
+            .values()
+            .flat_map(|c| c.files.values())
+            .find(|b| b.sha == sha)
     }
 
     pub fn head(&self) -> &Commit {
@@ -322,6 +332,7 @@ impl State {
             protection: None,
             issues: Vec::new(),
             labels: BTreeMap::new(),
+            truncate_trees: false,
         };
         self.repos
             .insert(format!("{owner}/{name}").to_lowercase(), repo);
