@@ -16,10 +16,14 @@ use crate::domain::{Protection, RepoRef};
 
 mod branch_protection;
 mod codeowners;
+mod dangerous_workflow;
 mod files;
 mod license;
+mod pinned_actions;
 mod readme;
 mod security_policy;
+mod workflow_permissions;
+pub(crate) mod workflows;
 
 /// Options of one policy, from configuration (`[policies.<id>.options]`).
 pub type PolicyOptions = BTreeMap<String, serde_json::Value>;
@@ -88,18 +92,18 @@ pub fn all() -> Vec<Box<dyn Policy>> {
         Box::new(security_policy::SecurityPolicy),
         Box::new(codeowners::Codeowners),
         Box::new(branch_protection::BranchProtection),
+        Box::new(workflows::Workflows(dangerous_workflow::DangerousWorkflow)),
+        Box::new(workflows::Workflows(
+            workflow_permissions::WorkflowPermissions,
+        )),
+        Box::new(workflows::Workflows(pinned_actions::PinnedActions)),
     ]
 }
 
 /// Whether the policies read the text of the file at `path` (workflows, composite
 /// actions, configuration files). Snapshot builders fetch exactly these.
 pub fn reads_contents(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let yaml = |n: &str| n.ends_with(".yml") || n.ends_with(".yaml");
-    let workflow = path
-        .strip_prefix(".github/workflows/")
-        .is_some_and(|rest| !rest.contains('/') && yaml(rest));
-    workflow || matches!(name, "action.yml" | "action.yaml")
+    workflows::is_workflow(path) || workflows::is_action(path)
 }
 
 /// The policy with id `id`.
@@ -231,6 +235,9 @@ pub fn remediation(id: &str) -> Option<&'static str> {
             codeowners::Codeowners::REMEDIATION,
         ),
         (branch_protection::ID, branch_protection::REMEDIATION),
+        (dangerous_workflow::ID, dangerous_workflow::REMEDIATION),
+        (workflow_permissions::ID, workflow_permissions::REMEDIATION),
+        (pinned_actions::ID, pinned_actions::REMEDIATION),
     ];
     REMEDIATIONS
         .iter()
@@ -259,7 +266,6 @@ fn finding(
 }
 
 /// [`finding`] at a place in a file.
-#[allow(dead_code, reason = "used by the workflow policies")]
 pub(crate) fn located(mut finding: Finding, location: Location) -> Finding {
     finding.location = Some(location);
     finding
@@ -316,7 +322,6 @@ pub(crate) mod test_support {
         }
 
         /// Adds a file with its text, as the snapshot builder fetches it.
-        #[allow(dead_code, reason = "used by the workflow policy tests")]
         pub(crate) fn file(mut self, path: &str, text: &str) -> Self {
             self.0.files.insert(path.to_owned());
             self.0.contents.insert(path.to_owned(), text.to_owned());
@@ -440,7 +445,16 @@ mod tests {
         let evaluation = evaluate(&snap, &selection, true);
         let ids: Vec<_> = evaluation.findings.into_iter().map(|f| f.policy).collect();
         assert_eq!(ids, ["codeowners", "security-policy"]);
-        assert_eq!(evaluation.evaluated, ["security-policy", "codeowners"]);
+        assert_eq!(
+            evaluation.evaluated,
+            [
+                "security-policy",
+                "codeowners",
+                "dangerous-workflow",
+                "workflow-permissions",
+                "pinned-actions"
+            ]
+        );
     }
 
     #[test]
