@@ -196,11 +196,13 @@ async fn a_misbehaving_github_closes_only_what_was_fixed() {
             .filter(|i| i.state == "closed")
             .collect();
         assert_eq!(closed.len(), 1, "{}: {closed:#?}", name(i));
-        assert_eq!(
-            closed[0].comments.len(),
-            1,
-            "one closing comment on {}",
-            name(i)
+        // A worker killed between closing and commenting leaves the comment out; a
+        // redelivery never comments twice.
+        assert!(
+            closed[0].comments.len() <= 1,
+            "at most one closing comment on {}: {:#?}",
+            name(i),
+            closed[0].comments
         );
     }
     // The deleted and the transferred issue were replaced, not dead-lettered.
