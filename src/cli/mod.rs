@@ -185,7 +185,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Provision => {
             let bus = Bus::connect(&settings.nats, "guardian-cli").await?;
-            let done = crate::bus::provision::provision(&bus, &settings.nats).await?;
+            let done = crate::bus::provision::provision(&bus, &settings).await?;
             println!(
                 "provisioned streams {}; consumers {}; buckets {}",
                 done.streams.join(", "),
