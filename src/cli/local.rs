@@ -47,6 +47,8 @@ async fn start(mut settings: Settings, demo: bool, server: Server) -> anyhow::Re
         github_double::seed_demo(&double);
         settings.github.api_url = double.url();
         settings.github.token = Some(SecretString::from("demo-token"));
+        // The double has no write limits: no need to pace writes as for GitHub.
+        settings.github.write_interval = Duration::ZERO;
         tracing::info!(url = %double.url(), "demo: GitHub double with organisation demo-org");
         Some(double)
     } else {
