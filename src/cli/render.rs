@@ -122,7 +122,10 @@ pub fn record(record: &RunRecord) -> String {
     line("repos", repos);
     line("findings", record.findings.to_string());
     if record.dry_run {
-        line("would", counts(&record.planned));
+        // Issues already up to date are counted in `issues.unchanged`, dry run or not.
+        let mut would = record.planned;
+        would.unchanged += record.issues.unchanged;
+        line("would", counts(&would));
     } else {
         line("issues", counts(&record.issues));
         if record.planned.writes() > 0 {
@@ -137,16 +140,9 @@ pub fn record(record: &RunRecord) -> String {
             humantime::format_duration(std::time::Duration::from_millis(took)).to_string(),
         );
     }
-    for e in &record.errors {
-        line(
-            "error",
-            format!(
-                "[{}] {}: {}",
-                e.step,
-                e.repo.as_deref().unwrap_or("-"),
-                e.message
-            ),
-        );
+    // Errors of a repository are listed with the repository (see [`repos`]).
+    for e in record.errors.iter().filter(|e| e.repo.is_none()) {
+        line("error", format!("[{}] {}", e.step, e.message));
     }
     if record.error_count as usize > record.errors.len() {
         line(
@@ -155,6 +151,142 @@ pub fn record(record: &RunRecord) -> String {
                 "… and {} more errors",
                 record.error_count as usize - record.errors.len()
             ),
+        );
+    }
+    out
+}
+
+/// Longest line the per-repository listing writes: fits a 120-column terminal.
+const WIDTH: usize = 120;
+
+/// One repository of a run, as the listing shows it (built from the run's per-repository
+/// progress).
+#[derive(Debug, Clone, Default)]
+pub struct RepoLine {
+    pub repo: String,
+    /// `pending`, `done`, `failed` or `stalled`.
+    pub status: String,
+    pub findings: u32,
+    /// Skipped: a newer run had already reconciled the repository.
+    pub stale: bool,
+    pub actions: Vec<ActionLine>,
+    /// Issue actions beyond the ones kept verbatim.
+    pub more_actions: u32,
+    /// Policy → why it could not be evaluated.
+    pub unknown: Vec<(String, String)>,
+    /// Step and reason of a failed or stalled repository.
+    pub error: Option<(Option<String>, String)>,
+}
+
+/// One issue action, taken or (`planned`) only planned.
+#[derive(Debug, Clone)]
+pub struct ActionLine {
+    /// `created`, `updated`, `reopened` or `closed`.
+    pub action: String,
+    pub title: String,
+    pub number: Option<u64>,
+    pub planned: bool,
+}
+
+/// The repositories a run record names: for now its failed ones, with step and reason.
+pub fn repo_lines(record: &RunRecord) -> Vec<RepoLine> {
+    record
+        .errors
+        .iter()
+        .filter_map(|e| {
+            Some(RepoLine {
+                repo: e.repo.clone()?,
+                status: "failed".into(),
+                error: Some((Some(e.step.clone()), e.message.clone())),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// `created` → `create`, for "would create".
+fn verb(action: &str) -> &str {
+    action.strip_suffix("ed").map_or(action, |stem| match stem {
+        "creat" => "create",
+        "updat" => "update",
+        "clos" => "close",
+        _ => stem,
+    })
+}
+
+/// Cuts `text` to `max` characters, marking the cut.
+fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// What happened (or would happen) in each repository: its issue actions with titles,
+/// the policies that could not be evaluated, its failure. Repositories with nothing to
+/// report are counted on one line at the end. Every line fits [`WIDTH`] columns.
+pub fn repos(lines: &[RepoLine]) -> String {
+    let mut out = String::new();
+    let mut quiet = 0;
+    for r in lines {
+        let nothing = r.actions.is_empty()
+            && r.unknown.is_empty()
+            && r.error.is_none()
+            && r.more_actions == 0
+            && r.status == "done";
+        if nothing {
+            quiet += 1;
+            continue;
+        }
+        let mut head = format!("{}  ", r.repo);
+        match (&r.error, r.status.as_str()) {
+            (Some((step, reason)), status) => {
+                let step = step
+                    .as_deref()
+                    .map(|s| format!(" in {s}"))
+                    .unwrap_or_default();
+                let _ = write!(head, "{status}{step}: {reason}");
+            }
+            (None, "done") if r.stale => head.push_str("skipped: a newer run reconciled it"),
+            (None, "done") => {
+                let _ = write!(
+                    head,
+                    "{} finding{}",
+                    r.findings,
+                    if r.findings == 1 { "" } else { "s" }
+                );
+            }
+            (None, status) => head.push_str(status),
+        }
+        let _ = writeln!(out, "{}", fit(&head, WIDTH));
+        for a in &r.actions {
+            let what = if a.planned {
+                format!("would {}", verb(&a.action))
+            } else {
+                a.action.clone()
+            };
+            let number = a.number.map(|n| format!("#{n} ")).unwrap_or_default();
+            let line = format!("  {what:<15} {number}{}", a.title);
+            let _ = writeln!(out, "{}", fit(&line, WIDTH));
+        }
+        if r.more_actions > 0 {
+            let _ = writeln!(out, "  … and {} more issue actions", r.more_actions);
+        }
+        for (policy, reason) in &r.unknown {
+            let line = format!(
+                "  {:<15} {policy}: {reason} (its issues left as they are)",
+                "unknown"
+            );
+            let _ = writeln!(out, "{}", fit(&line, WIDTH));
+        }
+    }
+    if quiet > 0 {
+        let _ = writeln!(
+            out,
+            "{quiet} other repositor{} with nothing to change",
+            if quiet == 1 { "y" } else { "ies" }
         );
     }
     out
@@ -185,6 +317,49 @@ mod tests {
              a     succeeded      6  org:demo-org\n\
              bbbb  failed       120  o/r\n"
         );
+    }
+
+    #[test]
+    fn the_listing_names_each_action_with_its_title_and_fits_120_columns() {
+        let action = |action: &str, title: &str, number, planned| ActionLine {
+            action: action.into(),
+            title: title.into(),
+            number,
+            planned,
+        };
+        let lines = vec![
+            RepoLine {
+                repo: "demo-org/web".into(),
+                status: "done".into(),
+                findings: 2,
+                actions: vec![
+                    action("created", "No license file", None, true),
+                    action("closed", &"x".repeat(200), Some(7), true),
+                ],
+                unknown: vec![("branch-protection".into(), "403 from GitHub".into())],
+                ..Default::default()
+            },
+            RepoLine {
+                repo: "demo-org/api".into(),
+                status: "done".into(),
+                ..Default::default()
+            },
+            RepoLine {
+                repo: "demo-org/gone".into(),
+                status: "failed".into(),
+                error: Some((Some("scan".into()), "404 Not Found".into())),
+                ..Default::default()
+            },
+        ];
+        let text = repos(&lines);
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows[0], "demo-org/web  2 findings");
+        assert_eq!(rows[1], "  would create    No license file");
+        assert!(rows[2].starts_with("  would close     #7 xxx") && rows[2].ends_with('…'));
+        assert!(rows[3].contains("branch-protection: 403 from GitHub"));
+        assert_eq!(rows[4], "demo-org/gone  failed in scan: 404 Not Found");
+        assert_eq!(rows[5], "1 other repository with nothing to change");
+        assert!(rows.iter().all(|r| r.chars().count() <= WIDTH), "{text}");
     }
 
     #[test]

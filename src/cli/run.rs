@@ -151,7 +151,13 @@ pub async fn start_and_follow(
 pub async fn print_record(_bus: &Bus, record: &RunRecord, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(record)?),
-        Format::Table => print!("{}", render::record(record)),
+        Format::Table => {
+            print!("{}", render::record(record));
+            let repos = render::repos(&render::repo_lines(record));
+            if !repos.is_empty() {
+                print!("\n{repos}");
+            }
+        }
     }
     Ok(())
 }
