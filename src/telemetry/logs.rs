@@ -152,7 +152,11 @@ fn human(
         if key.ends_with("cause_chain") {
             continue;
         }
-        if let Some(text) = human_value(value) {
+        if let Some(mut text) = human_value(value) {
+            // Long values (summaries, bodies) belong in JSON logs; an error is kept whole.
+            if !key.starts_with("error") && text.chars().count() > MAX_HUMAN_VALUE {
+                text = text.chars().take(MAX_HUMAN_VALUE - 1).collect::<String>() + "…";
+            }
             if text.contains(' ') {
                 write!(writer, " {key}=\"{text}\"")?;
             } else {
@@ -162,6 +166,9 @@ fn human(
     }
     writeln!(writer)
 }
+
+/// Longest field value a human line shows (errors excepted).
+const MAX_HUMAN_VALUE: usize = 48;
 
 /// A field's value as a person reads it: strings without quotes, Rust's `Some(…)`
 /// unwrapped, `None` and empty values left out.
@@ -355,6 +362,7 @@ mod tests {
             let head: Option<&str> = Some("9311e745");
             let none: Option<&str> = None;
             tracing::info!(findings = 3, head = ?head, gone = ?none, "repository scanned");
+            tracing::info!(summary = ?Some("x".repeat(100)), "run finished");
             tracing::warn!(
                 error.message = "rate limited",
                 error.cause_chain = "Transient { kind: Github }",
@@ -366,6 +374,10 @@ mod tests {
             lines,
             [
                 " INFO demo-org/web-frontend: repository scanned findings=3 head=9311e745",
+                &format!(
+                    " INFO demo-org/web-frontend: run finished summary={}…",
+                    "x".repeat(47)
+                ),
                 " WARN demo-org/web-frontend: step failed error.message=\"rate limited\"",
             ]
         );
