@@ -219,6 +219,10 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A `[policies]` entry: an unknown policy id or an option the policy rejects; `key`
+    /// is the full path, e.g. `policies.branch-protection.options.min_approving_reviews`.
+    #[error("configuration key `{key}`: {problem}")]
+    Policy { key: String, problem: String },
 }
 
 /// A list of humantime durations (`["1s", "5s"]`).
@@ -400,7 +404,26 @@ impl Settings {
                 }
             }
         }
+        crate::policy::validate_selection(&self.policy_selection())
+            .map_err(|(key, problem)| ConfigError::Policy { key, problem })?;
         Ok(())
+    }
+
+    /// The policies switched on or off and their options, as configured (`[policies]`).
+    pub fn policy_selection(&self) -> crate::policy::Selection {
+        crate::policy::Selection {
+            enabled: self
+                .policies
+                .iter()
+                .filter_map(|(id, p)| p.enabled.map(|e| (id.clone(), e)))
+                .collect(),
+            options: self
+                .policies
+                .iter()
+                .map(|(id, p)| (id.clone(), p.options.clone()))
+                .collect(),
+            disabled: Default::default(),
+        }
     }
 }
 
@@ -454,6 +477,43 @@ mod tests {
         assert!(err(&[("GUARDIAN__NATS__PASSWORD", "p")]).contains("nats.user"));
         assert!(err(&[("GUARDIAN__HTTP__LISTEN", "not-an-address")]).contains("listen"));
         assert!(err(&[("GUARDIAN__NATS__ACK_WAIT", "soon")]).contains("ack_wait"));
+    }
+
+    #[test]
+    fn policy_ids_and_options_are_validated_at_start_up() {
+        let file = |toml: &str| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("guardian.toml");
+            std::fs::write(&path, toml).expect("write");
+            Settings::load_from(Some(&path), std::iter::empty()).map(|s| s.policy_selection())
+        };
+        let err = file("[policies.branch-protection.options]\nmin_approving_reviews = \"two\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`policies.branch-protection.options.min_approving_reviews`")
+                && err.contains("expected an integer"),
+            "{err}"
+        );
+        let err = file("[policies.no-such-policy]\nenabled = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`policies.no-such-policy`: unknown policy"),
+            "{err}"
+        );
+        let err = file("[policies.readme.options]\nmin_size = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`policies.readme.options.min_size`"), "{err}");
+        let ok = file("[policies.branch-protection.options]\nmin_approving_reviews = 2\n")
+            .expect("valid options load");
+        assert_eq!(
+            ok.options["branch-protection"]["min_approving_reviews"],
+            serde_json::json!(2)
+        );
+        let err = load(&[("GUARDIAN__POLICIES__README__ENABLED", "maybe")]);
+        assert!(err.is_err());
     }
 
     #[test]

@@ -377,19 +377,7 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
             inspect::dlq(&bus, command).await
         }
         Command::Check { path, format } => {
-            let selection = crate::policy::Selection {
-                enabled: settings
-                    .policies
-                    .iter()
-                    .filter_map(|(id, p)| p.enabled.map(|e| (id.clone(), e)))
-                    .collect(),
-                options: settings
-                    .policies
-                    .iter()
-                    .map(|(id, p)| (id.clone(), p.options.clone()))
-                    .collect(),
-                disabled: Default::default(),
-            };
+            let selection = settings.policy_selection();
             let report = check::run(&path, &selection)?;
             print!("{}", report.render(format));
             Ok(ExitCode::from(report.exit_code() as u8))

@@ -9,4 +9,5 @@ mod fleet;
 mod helpers;
 mod malformed;
 mod operations;
+mod policies;
 mod telemetry;
