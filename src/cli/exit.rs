@@ -210,6 +210,7 @@ pub fn config_message(e: &ConfigError) -> String {
     match e {
         ConfigError::Load(inner) => load_message(inner),
         ConfigError::Invalid { key, problem } => format!("{key}: {problem}"),
+        ConfigError::Policy { key, problem } => format!("{key}: {problem}"),
     }
 }
 
