@@ -101,6 +101,35 @@ impl DevFleet {
     }
 }
 
+impl DevFleet {
+    /// The pid of the `nats-server` this fleet started (a child of the dev process).
+    fn nats_server_pid(&self) -> u32 {
+        let pid = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .expect("children of the dev process");
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .find(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/comm"))
+                    .is_ok_and(|comm| comm.trim().starts_with("nats-server"))
+            })
+            .expect("a nats-server child")
+    }
+
+    /// Waits (bounded) for the dev process to exit on its own.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
 fn record(run: &Run) -> serde_json::Value {
     assert_eq!(run.code, 0, "{run:#?}");
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
@@ -234,6 +263,62 @@ async fn waiting_longer_than_timeout_exits_4_and_names_the_run() {
         run.stderr.contains(&format!("guardian runs show {run_id}")),
         "{run:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_fails_fast_when_its_ports_are_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let nats_url = format!("nats://127.0.0.1:{port}");
+    let free_listen = format!("127.0.0.1:{}", free_port());
+    let nats_taken = guardian(
+        dir.path(),
+        &["dev", "--demo"],
+        &[
+            ("NATS_URL", &nats_url),
+            ("GUARDIAN__HTTP__LISTEN", &free_listen),
+        ],
+    );
+    assert_eq!(nats_taken.code, 5, "{nats_taken:#?}");
+    assert!(
+        nats_taken
+            .stderr
+            .contains(&format!("NATS port 127.0.0.1:{port} is not free")),
+        "{nats_taken:#?}"
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let ops_taken = guardian(
+        dir.path(),
+        &["dev", "--demo"],
+        &[("GUARDIAN__HTTP__LISTEN", &listen)],
+    );
+    assert_eq!(ops_taken.code, 5, "{ops_taken:#?}");
+    assert!(
+        ops_taken
+            .stderr
+            .contains(&format!("http.listen {listen} is not free"))
+            && ops_taken.stderr.contains("GUARDIAN__HTTP__LISTEN"),
+        "{ops_taken:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_says_so_and_stops_when_its_nats_server_dies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dev = DevFleet::start(dir.path()).await;
+    let nats = dev.nats_server_pid();
+    let killed = Command::new("kill")
+        .args(["-KILL", &nats.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = dev
+        .wait_exit(Duration::from_secs(30))
+        .expect("dev stops within 30s of losing its nats-server");
+    assert_eq!(status.code(), Some(5));
+    let log = std::fs::read_to_string(dir.path().join("dev.log")).unwrap_or_default();
+    assert!(log.contains("the dev fleet's nats-server exited"), "{log}");
 }
 
 /// Where a bad input is sent.
