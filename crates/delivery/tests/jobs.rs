@@ -8,7 +8,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use delivery::{ENVS, NATS_IMAGE, WORKER_IMAGE, decode, eval_file, nats_job_json, worker_job_json};
+use delivery::{
+    ENVS, NATS_IMAGE, WORKER_IMAGE, decode, eval_file, logging_job_json, nats_job_json, repo_root,
+    worker_job_json,
+};
 use nomad_api::job::{Job, Task, TaskGroup};
 use serde_json::Value;
 
@@ -18,6 +21,10 @@ fn worker(env: &str) -> Job {
 
 fn nats(env: &str) -> Job {
     decode(&format!("the {env} NATS job"), &nats_job_json(env)).Job
+}
+
+fn logging(env: &str) -> Job {
+    decode(&format!("the {env} logging job"), &logging_job_json(env)).Job
 }
 
 fn only_group(job: &Job) -> &TaskGroup {
@@ -40,13 +47,15 @@ fn every_rendered_job_decodes_into_nomads_job_api() {
     for env in ENVS {
         let worker = worker(env);
         let nats = nats(env);
-        for job in [&worker, &nats] {
+        for job in [&worker, &nats, &logging(env)] {
             assert_eq!(job.Namespace.as_deref(), Some("repo-guardian"), "{env}");
             assert_eq!(
                 job.Region.as_deref(),
                 Some(env),
                 "{env}: one region per environment"
             );
+        }
+        for job in [&worker, &nats] {
             let spreads = job.Spreads.as_deref().unwrap_or_default();
             assert!(
                 spreads.iter().any(|s| s.Attribute == "${node.datacenter}"),
@@ -469,29 +478,63 @@ fn nats_cluster_is_three_tls_nodes_named_by_node_with_a_jetstream_health_check()
 }
 
 #[test]
-fn the_deployer_acl_may_submit_both_jobs() {
-    let acl = std::fs::read_to_string(delivery::repo_root().join("deploy/nomad/acl/deployer.hcl"))
-        .unwrap();
+fn the_deployer_acl_may_submit_every_job() {
+    let acl = std::fs::read_to_string(repo_root().join("deploy/nomad/acl/deployer.hcl")).unwrap();
+    assert!(acl.contains("\"submit-job\""));
     for env in ENVS {
-        for job in [worker(env), nats(env)] {
+        for job in [worker(env), nats(env), logging(env)] {
             let ns = job.Namespace.clone().unwrap();
             assert!(
                 acl.contains(&format!("namespace \"{ns}\"")),
                 "{env}: deployer rules for {ns}"
             );
-        }
-        for (_, volume) in only_group(&nats(env)).Volumes.clone().unwrap() {
-            let rule = regex::Regex::new(&format!(
-                r#"host_volume "{}" \{{\s*capabilities = \["mount-readwrite"\]"#,
-                regex::escape(&volume.Source)
-            ))
-            .unwrap();
-            assert!(
-                rule.is_match(&acl),
-                "{env}: the deployer may mount host volume {}",
-                volume.Source
-            );
+            for group in job.TaskGroups.iter().flatten() {
+                for volume in group.Volumes.iter().flat_map(|v| v.values()) {
+                    let capability = if volume.ReadOnly == Some(true) {
+                        "mount-readonly"
+                    } else {
+                        "mount-readwrite"
+                    };
+                    let rule = regex::Regex::new(&format!(
+                        r#"host_volume "{}" \{{\s*capabilities = \["{capability}"\]"#,
+                        regex::escape(&volume.Source)
+                    ))
+                    .unwrap();
+                    assert!(
+                        rule.is_match(&acl),
+                        "{env}: the deployer may {capability} host volume {}",
+                        volume.Source
+                    );
+                }
+            }
         }
     }
-    assert!(acl.contains("\"submit-job\""));
+}
+
+#[test]
+fn the_log_shipper_runs_vector_yaml_verbatim_on_every_client() {
+    let config = std::fs::read_to_string(repo_root().join("deploy/logging/vector.yaml")).unwrap();
+    for env in ENVS {
+        let job = logging(env);
+        assert_eq!(job.Type.as_deref(), Some("system"), "{env}: one per client");
+        let group = only_group(&job);
+        let task = only_task(group);
+        let template = &task.Templates.as_ref().unwrap()[0];
+        assert_eq!(template.EmbeddedTmpl.as_deref(), Some(config.as_str()));
+        let left = template.LeftDelim.clone().unwrap();
+        assert_ne!(
+            left, "{{",
+            "{env}: Vector's {{{{ }}}} must not be read by Nomad"
+        );
+        assert!(!config.contains(&left), "{env}: no {left} in vector.yaml");
+        let mount = &task.VolumeMounts.as_ref().unwrap()[0];
+        assert!(config.contains(&format!(
+            "{}/*/alloc/logs/guardian.stderr.",
+            mount.Destination
+        )));
+        assert_eq!(mount.ReadOnly, Some(true));
+        let env_vars = task.Env.as_ref().unwrap();
+        assert!(config.contains("${VECTOR_DATA_DIR"), "{env}");
+        assert!(env_vars["VECTOR_DATA_DIR"].starts_with("/alloc/"), "{env}");
+    }
 }
