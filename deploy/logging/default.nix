@@ -10,21 +10,10 @@
 #   client { host_volume "nomad-alloc-logs" { path = "/var/lib/nomad/alloc" read_only = true } }
 #
 # The Vector configuration is deploy/logging/vector.yaml, embedded verbatim.
-{
-  env,
-  image,
-  overrides ? { },
-  ...
-}:
+{ env, image, overrides ? { }, ... }:
 let
-  inherit (import ../lib.nix)
-    seconds
-    minutes
-    merge
-    pickEnv
-    requireDigest
-    jobHeader
-    ;
+  helpers = import ../lib.nix;
+  inherit (helpers) seconds minutes;
 
   common = {
     jobId = "repo-guardian-logs";
@@ -32,34 +21,14 @@ let
     hostVolume = "nomad-alloc-logs";
     lokiEndpoint = "http://loki.service.consul:3100";
   };
-  environments = {
-    dev = {
-      region = "dev";
-      datacenters = [ "dev1" ];
-    };
-    staging = {
-      region = "staging";
-      datacenters = [
-        "stg1"
-        "stg2"
-      ];
-    };
-    prod = {
-      region = "prod";
-      datacenters = [
-        "prod1"
-        "prod2"
-        "prod3"
-      ];
-    };
-  };
-  cfg = merge (merge common (pickEnv "deploy/logging" environments env)) overrides;
-  imageRef = requireDigest "deploy/logging" image;
+  # The same settings everywhere; only the site (region, datacenters) differs.
+  cfg = helpers.configFor "deploy/logging" common { } env overrides;
+  imageRef = helpers.requireDigest "deploy/logging" image;
 in
 builtins.seq cfg (
   builtins.seq imageRef {
     Job =
-      jobHeader {
+      helpers.jobHeader {
         inherit cfg env;
         image = imageRef;
         priority = 40;

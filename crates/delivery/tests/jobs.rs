@@ -76,6 +76,9 @@ fn every_rendered_job_decodes_into_nomads_job_api() {
     }
 }
 
+/// A change made to a rendered job before decoding it.
+type Change = Box<dyn Fn(&mut Value)>;
+
 /// Renders prod, applies `change` to the JSON, and returns the decode error.
 fn decode_error_after(change: impl Fn(&mut Value)) -> String {
     let mut job: Value = serde_json::from_str(&worker_job_json("prod")).unwrap();
@@ -96,7 +99,7 @@ fn rename(object: &mut Value, from: &str, to: &str) {
 
 #[test]
 fn a_misspelt_field_or_a_duration_string_fails_the_decode() {
-    let cases: [(&str, Box<dyn Fn(&mut Value)>, &str); 6] = [
+    let cases: [(&str, Change, &str); 6] = [
         (
             "Spreads misspelt as Spread",
             Box::new(|j| rename(&mut j["Job"], "Spreads", "Spread")),
@@ -372,6 +375,7 @@ fn worker_scales_on_the_queue_backlog_with_a_valid_autoscaler_policy() {
 
 #[test]
 fn workers_connect_over_tls_to_the_peers_of_their_environments_cluster() {
+    let route_host = regex::Regex::new(r"@([a-z0-9.-]+):\d+").unwrap();
     for env in ENVS {
         let urls = only_task(only_group(&worker(env))).Env.as_ref().unwrap()["GUARDIAN__NATS__URL"]
             .clone();
@@ -389,8 +393,7 @@ fn workers_connect_over_tls_to_the_peers_of_their_environments_cluster() {
             .EmbeddedTmpl
             .clone()
             .unwrap();
-        let peers: BTreeSet<String> = regex::Regex::new(r"@([a-z0-9.-]+):\d+")
-            .unwrap()
+        let peers: BTreeSet<String> = route_host
             .captures_iter(&config)
             .map(|c| format!("tls://{}:{client_port}", &c[1]))
             .collect();
