@@ -541,3 +541,45 @@ fn the_log_shipper_runs_vector_yaml_verbatim_on_every_client() {
         assert!(env_vars["VECTOR_DATA_DIR"].starts_with("/alloc/"), "{env}");
     }
 }
+
+#[test]
+fn the_worker_may_use_every_stream_and_bucket_the_worker_defines() {
+    let bus = std::fs::read_to_string(repo_root().join("src/bus/mod.rs")).unwrap();
+    let constant =
+        regex::Regex::new(r#"pub const [A-Z_]+_(STREAM|BUCKET): &str = "([^"]+)";"#).unwrap();
+    for env in ENVS {
+        let job = nats(env);
+        let config = only_task(only_group(&job)).Templates.as_ref().unwrap()[0]
+            .EmbeddedTmpl
+            .clone()
+            .unwrap();
+        let worker = &config
+            [config.find("user: \"worker\"").unwrap()..config.find("user: \"trigger\"").unwrap()];
+        let mut seen = 0;
+        for c in constant.captures_iter(&bus) {
+            seen += 1;
+            let stream = if &c[1] == "BUCKET" {
+                format!("KV_{}", &c[2])
+            } else {
+                c[2].to_owned()
+            };
+            for subject in [
+                format!("$JS.API.STREAM.CREATE.{stream}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            ] {
+                assert!(
+                    worker.contains(&format!("\"{subject}\"")),
+                    "{env}: worker may {subject}"
+                );
+            }
+            if &c[1] == "BUCKET" {
+                assert!(
+                    worker.contains(&format!("\"$KV.{}.>\"", &c[2])),
+                    "{env}: worker may use {}",
+                    &c[2]
+                );
+            }
+        }
+        assert!(seen >= 7, "found the streams and buckets of src/bus/mod.rs");
+    }
+}
