@@ -126,7 +126,11 @@ pub fn record(record: &RunRecord) -> String {
         let _ = write!(repos, ", {} stalled", record.repos_stalled);
     }
     if record.repos_unknown > 0 {
-        let _ = write!(repos, ", {} with policies not evaluated", record.repos_unknown);
+        let _ = write!(
+            repos,
+            ", {} with policies not evaluated",
+            record.repos_unknown
+        );
     }
     line("repos", repos);
     line("findings", record.findings.to_string());

@@ -227,7 +227,11 @@ async fn a_misbehaving_github_closes_only_what_was_fixed() {
 
     // The run names what could not be evaluated: branch protection of a third, each with
     // GitHub's reason.
-    assert_eq!(record.repos_unknown as usize, unreadable.len(), "{record:?}");
+    assert_eq!(
+        record.repos_unknown as usize,
+        unreadable.len(),
+        "{record:?}"
+    );
     let runs = repo_guardian::store::runs::RunStore::new(h.bus.kv("guardian_runs").await.unwrap());
     let progress = runs.repo_progress(&run_id).await.expect("progress");
     assert_eq!(progress.len(), REPOS);
