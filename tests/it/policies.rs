@@ -231,7 +231,10 @@ async fn forbidden_protection_never_closes_its_issue() {
 
 /// The three overlapping audit groups: our policy, and the zizmor audits it answers for.
 const ZIZMOR_GROUPS: &[(&str, &[&str])] = &[
-    ("dangerous-workflow", &["dangerous-triggers", "template-injection"]),
+    (
+        "dangerous-workflow",
+        &["dangerous-triggers", "template-injection"],
+    ),
     ("workflow-permissions", &["excessive-permissions"]),
     ("pinned-actions", &["unpinned-uses"]),
 ];
@@ -297,20 +300,9 @@ fn ours(root: &std::path::Path, file: &str) -> std::collections::BTreeSet<String
     } else {
         format!(".github/workflows/{file}")
     };
-    let snap = Snapshot {
-        repo: octo(),
-        default_branch: "main".into(),
-        head_sha: None,
-        archived: false,
-        fork: false,
-        private: false,
-        license_spdx: None,
-        files: [path.clone()].into(),
-        protection: Protection::Unknown,
-        from_github: false,
-        contents: [(path, text)].into(),
-        unavailable: Default::default(),
-    };
+    let mut snap = Snapshot::new(octo(), "main");
+    snap.files.insert(path.clone());
+    snap.contents.insert(path, text);
     ZIZMOR_GROUPS
         .iter()
         .map(|(id, _)| *id)
@@ -361,7 +353,11 @@ fn corpus_agrees_with_zizmor() {
                 .any(|l| l.trim_end().ends_with(&format!("completed {f}")))
         })
         .collect();
-    assert!(audited.len() >= 40, "zizmor audited {}:\n{stderr}", audited.len());
+    assert!(
+        audited.len() >= 40,
+        "zizmor audited {}:\n{stderr}",
+        audited.len()
+    );
     let docs = std::fs::read_to_string(manifest.join("docs/policies.md")).expect("docs");
     let mut agree = 0;
     let mut unexplained = Vec::new();
