@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 
+use crate::domain::{Finding, Input, Location, Severity, Snapshot};
 #[cfg(test)]
 use crate::domain::{Protection, RepoRef};
-use crate::domain::{Finding, Input, Location, Severity, Snapshot};
 
 mod branch_protection;
 mod codeowners;

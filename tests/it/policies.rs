@@ -398,3 +398,74 @@ fn corpus_agrees_with_zizmor() {
         "disagreements not explained in docs/policies.md: {unexplained:?}"
     );
 }
+
+/// A repository with three workflows costs at most 11 requests cold (Scorecard spends
+/// about 70), and an unchanged rescan spends no rate limit: every request is a 304.
+#[tokio::test]
+async fn three_workflows_cost_at_most_eleven_requests_and_nothing_when_unchanged() {
+    let mut h = Harness::start().await;
+    h.double.add_org("octo");
+    h.double.add_repo("octo", "app", RepoOptions::default());
+    for (path, text) in [
+        ("README.md", "# app\n"),
+        ("src/main.rs", "fn main() {}\n"),
+        (
+            ".github/workflows/ci.yml",
+            "on: push\npermissions: {}\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: make\n",
+        ),
+        (
+            ".github/workflows/release.yml",
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n",
+        ),
+        (
+            ".github/workflows/triage.yml",
+            "on: issues\npermissions: {}\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"${{ github.event.issue.title }}\"\n",
+        ),
+    ] {
+        h.double.put_file("octo", "app", path, text);
+    }
+    h.double
+        .set_protection("octo", "app", Some(ProtectionRules::default()));
+    h.spawn_worker().await;
+    let scan_requests = |h: &Harness| -> Vec<github_double::RecordedRequest> {
+        h.double
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.method == "GET" && !r.path.contains("/issues") && !r.path.contains("/labels")
+            })
+            .collect()
+    };
+    h.double.clear_requests();
+    h.run("octo/app", false).await;
+    let cold = scan_requests(&h);
+    let paths: Vec<_> = cold
+        .iter()
+        .map(|r| format!("{} {}", r.status, r.path))
+        .collect();
+    eprintln!("cold scan: {} requests\n{}", cold.len(), paths.join("\n"));
+    assert!(cold.len() <= 11, "{} requests: {paths:#?}", cold.len());
+    assert_eq!(
+        cold.iter()
+            .filter(|r| r.path.contains("/git/blobs/"))
+            .count(),
+        3,
+        "exactly the three workflow blobs are fetched"
+    );
+    // The first run filed issues, which changes the repository's metadata and issue list;
+    // from then on nothing changes.
+    h.run("octo/app", false).await;
+    h.double.clear_requests();
+    h.run("octo/app", false).await;
+    let warm = h.double.requests();
+    let spent: Vec<_> = warm
+        .iter()
+        .filter(|r| r.status != 304)
+        .map(|r| format!("{} {} {}", r.method, r.status, r.path))
+        .collect();
+    eprintln!("rescan: {} requests, {} not 304", warm.len(), spent.len());
+    assert!(
+        spent.is_empty(),
+        "rate-limited requests on an unchanged rescan: {spent:#?}"
+    );
+}
