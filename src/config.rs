@@ -52,8 +52,14 @@ pub struct NatsSettings {
     /// Consumer AckWait; in-progress heartbeats are sent at a third of it.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
-    /// Deliveries before a transiently failing step is given up and dead-lettered.
+    /// The application's delivery budget: deliveries that ended in a failure before a
+    /// transiently failing step is given up and dead-lettered (`bus::consumer::decide`).
+    /// Rate-limit deferrals do not count.
     pub max_deliver: i64,
+    /// The server's MaxDeliver on every work consumer, far above `max_deliver`, so a
+    /// delivery that ends without an outcome (a crash, a drain) never strands a message:
+    /// when even this runs out, the server's max-deliveries advisory dead-letters it.
+    pub server_max_deliver: i64,
     /// Redelivery delays after a transient failure (the last one repeats).
     #[serde(deserialize_with = "durations", serialize_with = "serialize_durations")]
     pub backoff: Vec<Duration>,
@@ -141,6 +147,13 @@ pub struct WorkerSettings {
     /// How often queue depth is read from the consumers for metrics.
     #[serde(with = "humantime_serde")]
     pub queue_poll_interval: Duration,
+    /// A run whose record has not changed for this long is finalised as `stalled` by the
+    /// sweeper, with a reason for every repository still pending.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// How often the sweeper looks for stalled runs (one worker of the fleet at a time).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -357,6 +370,18 @@ impl Settings {
         }
         if self.nats.max_deliver < 1 {
             return invalid("nats.max_deliver", "must be at least 1");
+        }
+        if self.nats.server_max_deliver < self.nats.max_deliver {
+            return invalid(
+                "nats.server_max_deliver",
+                "must not be below nats.max_deliver (keep it far above)",
+            );
+        }
+        if self.worker.stall_timeout < Duration::from_secs(1) {
+            return invalid("worker.stall_timeout", "must be at least 1s");
+        }
+        if self.worker.sweep_interval < Duration::from_millis(100) {
+            return invalid("worker.sweep_interval", "must be at least 100ms");
         }
         if self.nats.backoff.is_empty() {
             return invalid("nats.backoff", "needs at least one delay");

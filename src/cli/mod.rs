@@ -384,7 +384,7 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
         }
         Command::Provision => {
             let bus = connect::nats(&settings.nats, "guardian-cli").await?;
-            let done = crate::bus::provision::provision(&bus, &settings.nats).await?;
+            let done = crate::bus::provision::provision(&bus, &settings).await?;
             println!(
                 "provisioned streams {}; consumers {}; buckets {}",
                 done.streams.join(", "),

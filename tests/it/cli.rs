@@ -191,7 +191,7 @@ async fn scan_never_takes_work_queued_on_the_server_at_nats_url() {
     let nats = NatsServer::start(&dir.path().join("nats"), None).expect("nats-server");
     let settings = settings_for(&nats.url);
     let bus = Bus::connect(&settings.nats, "test").await.expect("connect");
-    repo_guardian::bus::provision::provision(&bus, &settings.nats)
+    repo_guardian::bus::provision::provision(&bus, &settings)
         .await
         .expect("provision");
     // Work of another fleet, waiting for its workers.
