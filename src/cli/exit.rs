@@ -282,7 +282,12 @@ mod tests {
     fn every_exit_code_is_in_the_table_once() {
         let codes: Vec<u8> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, [0, 1, 2, 3, 4, 5]);
-        for status in [RunStatus::Succeeded, RunStatus::Partial, RunStatus::Failed] {
+        for status in [
+            RunStatus::Succeeded,
+            RunStatus::Partial,
+            RunStatus::Failed,
+            RunStatus::Stalled,
+        ] {
             assert!(codes.contains(&(for_status(status) as u8)));
         }
     }

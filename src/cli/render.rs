@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::store::runs::{IssueCounts, RunRecord};
+use crate::store::runs::{IssueCounts, RepoProgress, RepoStatus, RunRecord};
 
 /// Columns aligned to their widest cell (the last column is never padded), two spaces
 /// apart, with a header row.
@@ -116,23 +116,32 @@ pub fn record(record: &RunRecord) -> String {
         "{} total, {} reconciled, {} failed",
         record.repos_total, record.repos_done, record.repos_failed
     );
-    let pending = record
-        .repos_total
-        .saturating_sub(record.repos_done + record.repos_failed + record.repos_stalled);
-    if pending > 0 && !record.status.is_final() {
-        let _ = write!(repos, ", {pending} pending");
-    }
     if record.repos_stalled > 0 {
         let _ = write!(repos, ", {} stalled", record.repos_stalled);
     }
-    if record.repos_unknown > 0 {
-        let _ = write!(
-            repos,
-            ", {} with policies not evaluated",
-            record.repos_unknown
-        );
+    let settled = record.repos_done + record.repos_failed + record.repos_stalled;
+    if !record.status.is_final() && record.repos_total > settled {
+        let _ = write!(repos, ", {} pending", record.repos_total - settled);
     }
     line("repos", repos);
+    if record.repos_unknown > 0 {
+        line(
+            "unknown",
+            format!(
+                "{} repositories with policies not evaluated (their issues left as they are)",
+                record.repos_unknown
+            ),
+        );
+    }
+    if record.stale_skipped > 0 {
+        line(
+            "skipped",
+            format!(
+                "{} reconciles: a newer run had already reconciled the repository",
+                record.stale_skipped
+            ),
+        );
+    }
     line("findings", record.findings.to_string());
     if record.dry_run {
         // Issues already up to date are counted in `issues.unchanged`, dry run or not.
@@ -201,20 +210,57 @@ pub struct ActionLine {
     pub planned: bool,
 }
 
-/// The repositories a run record names: for now its failed ones, with step and reason.
-pub fn repo_lines(record: &RunRecord) -> Vec<RepoLine> {
-    record
-        .errors
-        .iter()
-        .filter_map(|e| {
-            Some(RepoLine {
-                repo: e.repo.clone()?,
-                status: "failed".into(),
-                error: Some((Some(e.step.clone()), e.message.clone())),
-                ..Default::default()
+/// The listing of a run's repositories from their progress; runs recorded before
+/// progress was kept per repository fall back to the record's errors.
+pub fn repo_lines(record: &RunRecord, progress: &[RepoProgress]) -> Vec<RepoLine> {
+    if progress.is_empty() {
+        return record
+            .errors
+            .iter()
+            .filter_map(|e| {
+                Some(RepoLine {
+                    repo: e.repo.clone()?,
+                    status: "failed".into(),
+                    error: Some((Some(e.step.clone()), e.message.clone())),
+                    ..Default::default()
+                })
             })
-        })
-        .collect()
+            .collect();
+    }
+    progress.iter().map(repo_line).collect()
+}
+
+fn repo_line(p: &RepoProgress) -> RepoLine {
+    let status = match p.status {
+        RepoStatus::Pending => "pending",
+        RepoStatus::Done => "done",
+        RepoStatus::Failed => "failed",
+        RepoStatus::Stalled => "stalled",
+    };
+    let taken = p.applied.writes() + p.planned.writes();
+    RepoLine {
+        repo: p.repo.clone(),
+        status: status.into(),
+        findings: p.findings,
+        stale: p.stale,
+        actions: p
+            .actions
+            .iter()
+            .map(|a| ActionLine {
+                action: a.action.as_str().into(),
+                title: a.title.clone(),
+                number: a.number,
+                planned: a.planned,
+            })
+            .collect(),
+        more_actions: taken.saturating_sub(p.actions.len() as u32),
+        unknown: p
+            .unknown
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        error: p.error.clone().map(|e| (p.step.clone(), e)),
+    }
 }
 
 /// `created` → `create`, for "would create".

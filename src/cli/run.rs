@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::exit::{self, CliError, Exit};
 use super::{Format, Ui, render};
-use crate::bus::Bus;
-use crate::client::{ClientError, follow_with, request_run};
-use crate::store::runs::RunRecord;
+use crate::bus::{Bus, RUNS_BUCKET};
+use crate::client::{ClientError, follow_with, open_bucket, request_run};
+use crate::store::runs::{RunRecord, RunStore};
 
 /// Progress of a followed run on stderr: a bar on a terminal, a line per change elsewhere
 /// (so a log file or CI output shows the run id and where the run got to).
@@ -47,7 +47,7 @@ impl Progress {
     }
 
     fn update(&mut self, record: &RunRecord) {
-        let done = record.repos_done + record.repos_failed;
+        let done = record.repos_done + record.repos_failed + record.repos_stalled;
         if let Some(bar) = &self.bar {
             bar.set_length(u64::from(record.repos_total));
             bar.set_position(u64::from(done));
@@ -146,14 +146,22 @@ pub async fn start_and_follow(
     }
 }
 
-/// Prints a run record: JSON as stored, or the summary block followed by what happened
-/// (or would happen) in each repository.
-pub async fn print_record(_bus: &Bus, record: &RunRecord, format: Format) -> anyhow::Result<()> {
+/// Prints a run: JSON (the record, with `repos`: each repository's progress), or the
+/// summary block followed by what happened (or would happen) in each repository.
+pub async fn print_record(bus: &Bus, record: &RunRecord, format: Format) -> anyhow::Result<()> {
+    let store = RunStore::new(open_bucket(bus, RUNS_BUCKET).await?);
+    let progress = store.repo_progress(&record.run_id).await?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(record)?),
+        Format::Json => {
+            let mut value = serde_json::to_value(record)?;
+            if let Some(map) = value.as_object_mut() {
+                map.insert("repos".into(), serde_json::to_value(&progress)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
         Format::Table => {
             print!("{}", render::record(record));
-            let repos = render::repos(&render::repo_lines(record));
+            let repos = render::repos(&render::repo_lines(record, &progress));
             if !repos.is_empty() {
                 print!("\n{repos}");
             }
