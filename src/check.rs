@@ -19,6 +19,30 @@ use serde_json::json;
 use crate::domain::{Finding, Input, RepoRef, Severity, Snapshot};
 use crate::policy::{self, Selection};
 
+/// Lines of the table fit a terminal this wide.
+const TABLE_WIDTH: usize = 100;
+
+/// `text` broken at spaces into lines of at most `width` characters (a longer word keeps
+/// its line), continuation lines starting with `indent`; ends with a newline.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let len = line.chars().count();
+        if len > indent.len() && len + 1 + word.chars().count() > width {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.to_string();
+        } else if !line.is_empty() && !line.ends_with(' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 /// Output format of `guardian check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CheckFormat {
@@ -328,7 +352,7 @@ impl CheckReport {
         for f in &self.findings {
             let _ = writeln!(out, "\n{} — {}", f.fingerprint(), f.title);
             for step in fix_steps(&f.remediation) {
-                let _ = writeln!(out, "  {step}");
+                out.push_str(&wrap(&format!("  {step}"), TABLE_WIDTH, "     "));
             }
         }
         let count = self.findings.len();
@@ -699,6 +723,18 @@ mod tests {
         assert!(report.unknown.contains_key("pinned-actions"));
         assert_eq!(report.exit_code(), 2);
         assert!(report.notes().iter().any(|n| n.contains("not evaluated")));
+    }
+
+    #[test]
+    fn remediation_lines_are_wrapped_to_the_table_width() {
+        let text = wrap(&"word ".repeat(60), 40, "  ");
+        assert!(text.lines().count() > 1);
+        assert!(text.lines().all(|l| l.chars().count() <= 40), "{text}");
+        assert!(
+            text.lines().skip(1).all(|l| l.starts_with("  word")),
+            "{text}"
+        );
+        assert_eq!(wrap("short", 40, "  "), "short\n");
     }
 
     #[test]
