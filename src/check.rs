@@ -352,7 +352,9 @@ impl CheckReport {
         for f in &self.findings {
             let _ = writeln!(out, "\n{} — {}", f.fingerprint(), f.title);
             for step in fix_steps(&f.remediation) {
-                out.push_str(&wrap(&format!("  {step}"), TABLE_WIDTH, "     "));
+                // `wrap` starts at column 0; the step is indented by two.
+                out.push_str("  ");
+                out.push_str(&wrap(&step, TABLE_WIDTH - 2, "     "));
             }
         }
         let count = self.findings.len();
