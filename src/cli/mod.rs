@@ -378,7 +378,17 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
         }
         Command::Check { path, format } => {
             let selection = settings.policy_selection();
-            let report = check::run(&path, &selection)?;
+            // Exit 2 when the checkout cannot be checked at all, as documented.
+            let report = match check::run(&path, &selection) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("error: {:#}", anyhow::Error::from(e));
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            for note in report.notes() {
+                eprintln!("{note}");
+            }
             print!("{}", report.render(format));
             Ok(ExitCode::from(report.exit_code() as u8))
         }
