@@ -24,20 +24,17 @@ impl From<StoreError> for StepError {
 impl From<GithubError> for StepError {
     fn from(e: GithubError) -> Self {
         let message = e.to_string();
-        match (&e, e.retry()) {
-            // GitHub said the token's budget is used up and for how long: the fleet waits
-            // instead of spending deliveries on it.
-            (
-                GithubError::Status {
-                    rate_limited: true, ..
-                },
-                crate::github::Retry::After(Some(wait)),
-            ) => StepError::BudgetExhausted {
+        // GitHub said the token's budget is used up and for how long: the fleet waits
+        // instead of spending deliveries on it.
+        if let Some((_, wait)) = e.rate_limited() {
+            return StepError::BudgetExhausted {
                 message,
                 wait,
                 source: None,
             }
-            .with_source(e),
+            .with_source(e);
+        }
+        match (&e, e.retry()) {
             (_, crate::github::Retry::After(after)) => {
                 StepError::transient(ErrorKind::Github, message, after).with_source(e)
             }

@@ -1,10 +1,14 @@
 //! Integration tests: real `nats-server`, real `guardian worker` processes, the GitHub
 //! double. One binary, shared helpers.
 
+mod cli;
 mod compat;
+mod docs;
+mod faults;
 mod fleet;
 mod fleet_core;
 mod helpers;
 mod malformed;
 mod operations;
+mod policies;
 mod telemetry;

@@ -209,6 +209,25 @@ impl GithubDouble {
         }
     }
 
+    /// Makes recursive trees of a repository answer `truncated: true` (GitHub does so
+    /// beyond 100,000 entries or 7 MB).
+    pub fn set_tree_truncated(&self, owner: &str, repo: &str, truncated: bool) {
+        if let Some(r) = self.lock().repo_mut(owner, repo) {
+            r.truncate_trees = truncated;
+        }
+    }
+
+    /// Renames the default branch, as GitHub's "rename branch" does: the old name is gone
+    /// and the repository's `default_branch` is the new one.
+    pub fn rename_default_branch(&self, owner: &str, repo: &str, new_name: &str) {
+        if let Some(r) = self.lock().repo_mut(owner, repo)
+            && let Some(sha) = r.branches.remove(&r.default_branch)
+        {
+            r.branches.insert(new_name.to_string(), sha);
+            r.default_branch = new_name.to_string();
+        }
+    }
+
     /// Snapshot of a repository's issues, ordered by number.
     pub fn issues(&self, owner: &str, repo: &str) -> Vec<IssueView> {
         self.lock().issue_views(owner, repo)
@@ -235,7 +254,32 @@ impl GithubDouble {
 
     /// Adds a fault; faults are consulted in insertion order.
     pub fn inject_fault(&self, fault: Fault) {
-        self.lock().faults.push(fault);
+        self.lock().faults.push((fault, None));
+    }
+
+    /// Adds a fault answering with `message` instead of the status' default text, e.g. a
+    /// secondary-limit 403 without `Retry-After`, or "Resource not accessible by integration".
+    pub fn inject_fault_with_message(&self, fault: Fault, message: &str) {
+        self.lock().faults.push((fault, Some(message.to_string())));
+    }
+
+    /// Deletes an issue, as an administrator can: reading it later answers 410.
+    pub fn delete_issue(&self, owner: &str, repo: &str, number: u64) -> bool {
+        self.lock().delete_issue(owner, repo, number)
+    }
+
+    /// Transfers an issue to another repository: reading the old number answers 301 with
+    /// the new location. Returns the number in the new repository.
+    pub fn transfer_issue(
+        &self,
+        owner: &str,
+        repo: &str,
+        number: u64,
+        to_owner: &str,
+        to_repo: &str,
+    ) -> Option<u64> {
+        self.lock()
+            .transfer_issue(owner, repo, number, to_owner, to_repo)
     }
 
     /// Delay added before every response.
