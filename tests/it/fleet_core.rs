@@ -535,3 +535,31 @@ async fn the_nats_password_never_appears_in_connection_errors() {
     assert!(!text.contains("s3cretPASS"), "{text}");
     assert!(text.contains("127.0.0.1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_wrong_last_sequence_is_a_conflict() {
+    let h = Harness::start().await;
+    provisioned(&h, &[]).await;
+    let kv = h.bus.kv("guardian_runs").await.unwrap();
+    let record = RunRecord::new("r", "org:o", false);
+    let first = repo_guardian::store::create(&kv, "r", &record)
+        .await
+        .unwrap()
+        .expect("created");
+    // A revision that moved on is a conflict: `None`, for the caller to re-read.
+    assert!(
+        repo_guardian::store::write_at(&kv, "r", &record, first + 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Anything else is a NATS error, not a conflict to retry.
+    let invalid = repo_guardian::store::write_at(&kv, "not a key!", &record, first).await;
+    assert!(matches!(invalid, Err(StoreError::Bus(_))), "{invalid:?}");
+    let leases = LeaseStore::new(h.bus.kv("guardian_leases").await.unwrap());
+    let held = leases.try_acquire("not a key!", "a").await;
+    assert!(
+        matches!(held, Err(StoreError::Bus(_))),
+        "not 'lease held': {held:?}"
+    );
+}
