@@ -160,22 +160,19 @@ async fn a_message_whose_deliveries_run_out_without_an_outcome_is_dead_lettered_
     let mut h = Harness::start().await;
     h.seed_org("strand-org", 1, 1);
     // The server gives up after one delivery; the test takes that delivery and never
-    // answers it, as a worker crashing on its last delivery would.
-    for (k, v) in [
+    // answers it, as a worker crashing on its last delivery would. The worker is paused
+    // from its start (it loads the switches before it consumes), so only the test pulls.
+    let limits = [
         ("GUARDIAN__NATS__SERVER_MAX_DELIVER", "1"),
         ("GUARDIAN__NATS__MAX_DELIVER", "1"),
         ("GUARDIAN__NATS__ACK_WAIT", "1s"),
-    ] {
+    ];
+    provisioned(&h, &limits).await;
+    set_flag(&h.bus, "pause_runs", "true").await;
+    for (k, v) in limits {
         h.worker_env.insert(k.into(), v.into());
     }
     h.spawn_worker().await;
-    set_flag(&h.bus, "pause_runs", "true").await;
-    wait_for(
-        Duration::from_secs(10),
-        "the worker sees pause_runs",
-        || async { h.logs().contains("kill switch changed").then_some(()) },
-    )
-    .await;
     let run_id = h.start_run("org:strand-org").await;
 
     let stream = h.bus.js.get_stream("GUARDIAN_WORK").await.unwrap();
