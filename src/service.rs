@@ -18,14 +18,14 @@ use crate::domain::Target;
 use crate::store::runs::{RunRecord, RunStore};
 
 /// A validated `guardian.run` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunRequest {
     pub target: String,
     #[serde(default)]
     pub dry_run: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunAccepted {
     pub run_id: String,
     pub status: String,
