@@ -47,10 +47,16 @@ pub struct NatsSettings {
     /// Stream replicas: 1 for a single server, 3 on a 3-node cluster.
     pub replicas: usize,
     /// How long the work stream deduplicates `Nats-Msg-Id`s.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub duplicate_window: Duration,
     /// Consumer AckWait; in-progress heartbeats are sent at a third of it.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub ack_wait: Duration,
     /// The application's delivery budget: deliveries that ended in a failure before a
     /// transiently failing step is given up and dead-lettered (`bus::consumer::decide`).
@@ -64,10 +70,16 @@ pub struct NatsSettings {
     #[serde(deserialize_with = "durations", serialize_with = "serialize_durations")]
     pub backoff: Vec<Duration>,
     /// How long the audit trail in `GUARDIAN_EVENTS` is kept.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub events_max_age: Duration,
     /// How long dead letters are kept.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub dlq_max_age: Duration,
 }
 
@@ -81,7 +93,10 @@ pub struct GithubSettings {
     #[serde(serialize_with = "redacted")]
     pub token: Option<SecretString>,
     /// Per-request timeout.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub timeout: Duration,
     /// Conditional requests against the shared ETag cache (`guardian_http`). Only worth
     /// switching off to measure what the cache saves.
@@ -93,12 +108,18 @@ pub struct GithubSettings {
     /// Least time between two mutating requests (POST/PATCH/PUT/DELETE) of one worker.
     /// GitHub asks integrations not to send writes concurrently and to wait about a second
     /// between them; writes are also serialised per worker.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub write_interval: Duration,
     /// First wait after a secondary rate limit answered without `Retry-After` (GitHub asks
     /// for at least a minute); it doubles with each further one, up to 16 times, and resets
     /// after a success.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub secondary_limit_backoff: Duration,
 }
 
@@ -139,20 +160,35 @@ pub struct WorkerSettings {
     /// Steps handled at once by one worker, per step.
     pub concurrency: StepConcurrency,
     /// After SIGTERM: how long in-flight steps may finish before they are handed back.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub drain_timeout: Duration,
     /// How long a worker holds a repository's reconcile lease before others may take it.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub lease_ttl: Duration,
     /// How often queue depth is read from the consumers for metrics.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub queue_poll_interval: Duration,
     /// A run whose record has not changed for this long is finalised as `stalled` by the
     /// sweeper, with a reason for every repository still pending.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub stall_timeout: Duration,
     /// How often the sweeper looks for stalled runs (one worker of the fleet at a time).
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub sweep_interval: Duration,
 }
 
@@ -250,7 +286,26 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
 }
 
 fn serialize_durations<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+    s.collect_seq(v.iter().map(|d| short_duration(*d)))
+}
+
+fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&short_duration(*d))
+}
+
+/// A duration the way the defaults spell it: its largest whole unit (`90d`, `2m`, `1s`),
+/// which reads back to the same value (humantime's own format would say `2months 29days…`).
+pub fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Secrets never leave their type: a set secret is shown as a placeholder, an unset one as
@@ -539,6 +594,20 @@ mod tests {
         );
         let err = load(&[("GUARDIAN__POLICIES__README__ENABLED", "maybe")]);
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn durations_are_written_in_their_largest_whole_unit() {
+        for (d, text) in [
+            (Duration::from_secs(90 * 86_400), "90d"),
+            (Duration::from_secs(7_200), "2h"),
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_secs(25), "25s"),
+            (Duration::from_millis(1_500), "1500ms"),
+        ] {
+            assert_eq!(short_duration(d), text);
+            assert_eq!(humantime::parse_duration(text).unwrap(), d);
+        }
     }
 
     #[test]

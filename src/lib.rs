@@ -12,6 +12,7 @@ pub mod github;
 pub mod local;
 pub mod ops;
 pub mod policy;
+pub mod schemas;
 pub mod service;
 pub mod store;
 pub mod telemetry;

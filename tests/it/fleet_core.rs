@@ -339,6 +339,7 @@ fn license_finding() -> Finding {
         title: "No license".into(),
         details: "No LICENSE file.".into(),
         remediation: "Add one.".into(),
+        location: None,
     }
 }
 
