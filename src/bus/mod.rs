@@ -26,6 +26,8 @@ pub const RUNS_BUCKET: &str = "guardian_runs";
 pub const REPOS_BUCKET: &str = "guardian_repos";
 pub const HTTP_BUCKET: &str = "guardian_http";
 pub const FLAGS_BUCKET: &str = "guardian_flags";
+/// LLM answer cache and token budgets (`crate::llm::store`).
+pub const LLM_BUCKET: &str = "guardian_llm";
 pub const SERVICE_NAME: &str = "repo-guardian";
 pub const RUN_ENDPOINT: &str = "guardian.run";
 pub const STATUS_ENDPOINT: &str = "guardian.status";

@@ -6,8 +6,8 @@
 use async_nats::jetstream::{consumer, kv, stream};
 
 use super::{
-    Bus, BusError, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET, HTTP_BUCKET, REPOS_BUCKET, RUNS_BUCKET,
-    Step, WORK_STREAM,
+    Bus, BusError, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET, HTTP_BUCKET, LLM_BUCKET, REPOS_BUCKET,
+    RUNS_BUCKET, Step, WORK_STREAM,
 };
 use crate::config::NatsSettings;
 
@@ -92,6 +92,12 @@ pub async fn provision(bus: &Bus, settings: &NatsSettings) -> Result<Provisioned
         ),
         (HTTP_BUCKET, "Shared GitHub ETag cache", 1, 7 * 24 * 3600),
         (FLAGS_BUCKET, "Fleet-wide kill switches", 5, 0),
+        (
+            LLM_BUCKET,
+            "LLM answer cache and token budgets",
+            1,
+            30 * 24 * 3600,
+        ),
     ];
     for (bucket, description, history, max_age_secs) in buckets {
         let config = kv::Config {

@@ -67,6 +67,28 @@ impl IssueCounts {
     }
 }
 
+/// LLM tokens as the provider reported them (`usage.prompt_tokens`, `.completion_tokens`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmTokens {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl LlmTokens {
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+
+    pub fn add(&mut self, other: LlmTokens) {
+        self.prompt += other.prompt;
+        self.completion += other.completion;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +127,9 @@ pub struct RunRecord {
     pub errors: Vec<RunError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// Tokens the review step spent on this run (absent when none).
+    #[serde(default, skip_serializing_if = "LlmTokens::is_zero")]
+    pub llm_tokens: LlmTokens,
 }
 
 impl Record for RunRecord {
@@ -149,6 +174,7 @@ impl RunRecord {
             error_count: 0,
             errors: vec![],
             summary: None,
+            llm_tokens: LlmTokens::default(),
         }
     }
 

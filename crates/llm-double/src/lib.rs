@@ -244,7 +244,9 @@ async fn completions(
             record(200, 0, 0);
             return (StatusCode::OK, "<html><body>upstream hiccup").into_response();
         }
-        Fault::SchemaViolation => json!({ "verdict": ["not", "the", "schema"], "remedy": 42 }).to_string(),
+        Fault::SchemaViolation => {
+            json!({ "verdict": ["not", "the", "schema"], "remedy": 42 }).to_string()
+        }
         _ if kind == AUDIT_SCHEMA => audit.unwrap_or_else(|| default_audit(&prompt)).to_string(),
         _ => json!({ "remediation": remediation.unwrap_or_else(|| default_remediation(&prompt)) })
             .to_string(),
@@ -352,10 +354,15 @@ mod tests {
         let a: Value = serde_json::from_str(&a).expect("json");
         let b: Value = serde_json::from_str(&b).expect("json");
         assert_eq!(a, b);
-        let content = a["choices"][0]["message"]["content"].as_str().expect("content");
+        let content = a["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content");
         assert!(content.contains("No licence"), "{content}");
         let usage = double.reported_usage();
-        assert_eq!(usage.0, 2 * a["usage"]["prompt_tokens"].as_u64().expect("usage"));
+        assert_eq!(
+            usage.0,
+            2 * a["usage"]["prompt_tokens"].as_u64().expect("usage")
+        );
         assert_eq!(double.calls()[0].authorization.as_deref(), Some("Bearer k"));
     }
 
@@ -386,7 +393,9 @@ mod tests {
         let (_, body) = post(&double, request(&prompt)).await;
         let body: Value = serde_json::from_str(&body).expect("json");
         let answer: Value = serde_json::from_str(
-            body["choices"][0]["message"]["content"].as_str().expect("content"),
+            body["choices"][0]["message"]["content"]
+                .as_str()
+                .expect("content"),
         )
         .expect("answer json");
         assert_eq!(answer["findings"][0]["path"], ".github/workflows/ci.yml");
