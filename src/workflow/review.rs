@@ -262,7 +262,7 @@ impl Review<'_> {
             ),
         };
         if !self.llm.store.first_notice(self.run_id, what).await {
-            tracing::debug!(%repo, message, "LLM review degraded (already reported for this run)");
+            tracing::debug!(%repo, "LLM review degraded again; already reported for this run");
             return Ok(());
         }
         match &stop {

@@ -4,6 +4,7 @@
 mod compat;
 mod fleet;
 mod helpers;
+mod llm;
 mod malformed;
 mod operations;
 mod telemetry;

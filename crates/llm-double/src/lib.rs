@@ -63,7 +63,7 @@ pub struct Call {
     pub response_format: bool,
     /// All message contents, joined by blank lines.
     pub prompt: String,
-    /// HTTP status answered.
+    /// HTTP status answered; 0 while (or when) no answer was sent, e.g. the caller gave up.
     pub status: u16,
     /// Usage reported in the answer (zero when none was reported).
     pub prompt_tokens: u64,
@@ -193,8 +193,20 @@ async fn completions(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
-    let (fault, remediation, audit) = {
+    let (fault, remediation, audit, index) = {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        // Recorded on arrival, so a call whose caller gave up before the answer counts too.
+        s.calls.push(Call {
+            model: model.clone(),
+            authorization,
+            kind: kind.to_string(),
+            response_format,
+            prompt: prompt.clone(),
+            status: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        });
+        let index = s.calls.len() - 1;
         let fault = match s.fault_calls {
             Some(0) => Fault::None,
             Some(n) => {
@@ -203,7 +215,7 @@ async fn completions(
             }
             None => s.fault.clone(),
         };
-        (fault, s.remediation.clone(), s.audit.clone())
+        (fault, s.remediation.clone(), s.audit.clone(), index)
     };
     if let Fault::Slow(delay) = fault {
         tokio::time::sleep(delay).await;
@@ -211,16 +223,11 @@ async fn completions(
 
     let record = |status: u16, prompt_tokens: u64, completion_tokens: u64| {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        s.calls.push(Call {
-            model: model.clone(),
-            authorization: authorization.clone(),
-            kind: kind.to_string(),
-            response_format,
-            prompt: prompt.clone(),
-            status,
-            prompt_tokens,
-            completion_tokens,
-        });
+        if let Some(call) = s.calls.get_mut(index) {
+            call.status = status;
+            call.prompt_tokens = prompt_tokens;
+            call.completion_tokens = completion_tokens;
+        }
     };
 
     let content = match fault {
