@@ -1,6 +1,7 @@
 //! `guardian dev` and `guardian scan`: the embedded local default. A local `nats-server`
 //! is started when none answers, a worker runs in-process, and with `--demo` a built-in
-//! GitHub double serves a demo organisation so everything works without GitHub access.
+//! GitHub double serves a demo organisation so everything works without GitHub access;
+//! `--demo-llm` adds the deterministic model double, so the review step runs offline too.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,14 +22,26 @@ struct LocalFleet {
     worker: tokio::task::JoinHandle<anyhow::Result<()>>,
     _nats: Option<local::NatsServer>,
     _double: Option<github_double::GithubDouble>,
+    _llm: Option<llm_double::LlmDouble>,
 }
 
 async fn start(
     settings: Arc<Settings>,
     demo: bool,
+    demo_llm: bool,
     ephemeral_ops_port: bool,
 ) -> anyhow::Result<LocalFleet> {
     let mut settings = (*settings).clone();
+    let llm = if demo_llm {
+        let llm = llm_double::LlmDouble::start().await?;
+        settings.llm.api_url = Some(llm.url());
+        settings.llm.model = Some("demo-model".into());
+        settings.llm.api_key = None;
+        eprintln!("demo: built-in model double `demo-model` at {}", llm.url());
+        Some(llm)
+    } else {
+        None
+    };
     let double = if demo {
         let double = github_double::GithubDouble::start().await?;
         github_double::seed_demo(&double);
@@ -72,6 +85,7 @@ async fn start(
         worker,
         _nats: nats,
         _double: double,
+        _llm: llm,
     })
 }
 
@@ -83,9 +97,9 @@ impl LocalFleet {
     }
 }
 
-pub async fn dev(settings: Arc<Settings>, demo: bool) -> anyhow::Result<ExitCode> {
+pub async fn dev(settings: Arc<Settings>, demo: bool, demo_llm: bool) -> anyhow::Result<ExitCode> {
     let listen = settings.http.listen;
-    let fleet = start(settings.clone(), demo, false).await?;
+    let fleet = start(settings.clone(), demo, demo_llm, false).await?;
     let example = if demo {
         "org:demo-org"
     } else {
@@ -114,7 +128,7 @@ pub async fn scan(
     demo: bool,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let fleet = start(settings, demo, true).await?;
+    let fleet = start(settings, demo, false, true).await?;
     let outcome = async {
         let accepted = crate::client::request_run(&fleet.bus, target, !apply).await?;
         let record =

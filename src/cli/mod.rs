@@ -81,6 +81,10 @@ pub enum Command {
         /// Serve a built-in GitHub double with a demo organisation instead of GitHub.
         #[arg(long)]
         demo: bool,
+        /// With --demo: also serve a built-in deterministic OpenAI-compatible model double
+        /// and review findings with it (see docs/llm.md).
+        #[arg(long, requires = "demo")]
+        demo_llm: bool,
     },
     /// One-shot run on an embedded local fleet (dry run unless --apply).
     Scan {
@@ -206,7 +210,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev { demo } => local::dev(settings, demo).await,
+        Command::Dev { demo, demo_llm } => local::dev(settings, demo, demo_llm).await,
         Command::Scan {
             target,
             apply,

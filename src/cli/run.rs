@@ -65,6 +65,10 @@ pub fn print_record(record: &RunRecord, format: Format) -> anyhow::Result<()> {
                 "{label:<9} {} created, {} updated, {} reopened, {} closed, {} unchanged",
                 c.created, c.updated, c.reopened, c.closed, c.unchanged
             );
+            if !record.llm_tokens.is_zero() {
+                let t = &record.llm_tokens;
+                println!("llm       {} prompt + {} completion tokens", t.prompt, t.completion);
+            }
             for e in &record.errors {
                 println!(
                     "error     [{}] {}: {}",

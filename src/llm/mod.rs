@@ -330,6 +330,85 @@ mod tests {
         assert!(!LlmError::Garbage { source: garbage }.retryable());
     }
 
+    async fn client(double: &llm_double::LlmDouble) -> LlmClient {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let settings = LlmSettings {
+            api_url: Some(double.url()),
+            model: Some("m".into()),
+            retry_backoff: Duration::from_millis(10),
+            ..LlmSettings::default()
+        };
+        LlmClient::from_settings(&settings).unwrap().unwrap()
+    }
+
+    fn prompt() -> Prompt {
+        let finding = crate::domain::Finding {
+            policy: "license".into(),
+            key: "missing".into(),
+            severity: crate::domain::Severity::Medium,
+            title: "No licence".into(),
+            details: "none found".into(),
+            remediation: "Add one.".into(),
+        };
+        let repo = crate::domain::RepoRef {
+            owner: "o".into(),
+            name: "r".into(),
+        };
+        prompt::remediation(&repo, &finding, 1_000)
+    }
+
+    #[tokio::test]
+    async fn rate_limits_are_retried_after_the_time_the_server_asks_for() {
+        let double = llm_double::LlmDouble::start().await.unwrap();
+        double.set_fault_for(
+            llm_double::Fault::RateLimited {
+                retry_after_secs: 1,
+            },
+            1,
+        );
+        let started = std::time::Instant::now();
+        let answer = client(&double).await.complete(&prompt()).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "Retry-After honoured"
+        );
+        assert_eq!(double.call_count(), 2);
+        let (p, c) = double.reported_usage();
+        assert_eq!(
+            answer.usage,
+            LlmTokens {
+                prompt: p,
+                completion: c
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_up_to_the_limit_then_reported() {
+        let double = llm_double::LlmDouble::start().await.unwrap();
+        double.set_fault(llm_double::Fault::Status(503));
+        let err = client(&double).await.complete(&prompt()).await.unwrap_err();
+        assert!(matches!(err, LlmError::Status { status: 503, .. }), "{err}");
+        assert_eq!(double.call_count(), 3, "one call and two retries");
+        double.set_fault(llm_double::Fault::Status(401));
+        let before = double.call_count();
+        assert!(client(&double).await.complete(&prompt()).await.is_err());
+        assert_eq!(double.call_count(), before + 1, "a 401 is not retried");
+    }
+
+    #[tokio::test]
+    async fn a_server_without_structured_output_gets_the_json_instruction_only() {
+        let double = llm_double::LlmDouble::start().await.unwrap();
+        double.set_fault(llm_double::Fault::RejectResponseFormat);
+        let client = client(&double).await;
+        let first = client.complete(&prompt()).await.unwrap();
+        assert!(answer::remediation(&first.content, 1_000).is_ok());
+        client.complete(&prompt()).await.unwrap();
+        let formats: Vec<bool> = double.calls().iter().map(|c| c.response_format).collect();
+        assert_eq!(formats, [true, false, false], "the refusal is remembered");
+        assert!(double.calls()[1].prompt.contains("JSON schema"));
+    }
+
     #[test]
     fn error_messages_come_from_the_body_and_are_bounded() {
         assert_eq!(
