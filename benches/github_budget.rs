@@ -53,6 +53,7 @@ async fn measure(etag_cache: bool) -> anyhow::Result<Vec<(String, Cost)>> {
         ("GUARDIAN__GITHUB__API_URL", double.url()),
         ("GUARDIAN__GITHUB__TOKEN", "bench".to_string()),
         ("GUARDIAN__GITHUB__ETAG_CACHE", etag_cache.to_string()),
+        ("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s".to_string()),
         ("GUARDIAN__HTTP__LISTEN", "127.0.0.1:0".to_string()),
     ];
     let settings = Settings::load_from(None, env.iter().map(|(k, v)| (k.to_string(), v.clone())))?;

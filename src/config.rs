@@ -81,6 +81,16 @@ pub struct GithubSettings {
     pub label: String,
     /// `User-Agent` header GitHub asks every client to send.
     pub user_agent: String,
+    /// Least time between two mutating requests (POST/PATCH/PUT/DELETE) of one worker.
+    /// GitHub asks integrations not to send writes concurrently and to wait about a second
+    /// between them; writes are also serialised per worker.
+    #[serde(with = "humantime_serde")]
+    pub write_interval: Duration,
+    /// First wait after a secondary rate limit answered without `Retry-After` (GitHub asks
+    /// for at least a minute); it doubles with each further one, up to 16 times, and resets
+    /// after a success.
+    #[serde(with = "humantime_serde")]
+    pub secondary_limit_backoff: Duration,
 }
 
 impl std::fmt::Debug for GithubSettings {
@@ -91,6 +101,8 @@ impl std::fmt::Debug for GithubSettings {
             .field("timeout", &self.timeout)
             .field("etag_cache", &self.etag_cache)
             .field("label", &self.label)
+            .field("write_interval", &self.write_interval)
+            .field("secondary_limit_backoff", &self.secondary_limit_backoff)
             .finish()
     }
 }

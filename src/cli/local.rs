@@ -47,6 +47,8 @@ async fn start(
         github_double::seed_demo(&double);
         settings.github.api_url = double.url();
         settings.github.token = Some(SecretString::from("demo-token"));
+        // The double has no write limits: no need to pace writes as for GitHub.
+        settings.github.write_interval = std::time::Duration::ZERO;
         eprintln!(
             "demo: GitHub double with organisation `demo-org` at {}",
             double.url()

@@ -1,8 +1,12 @@
 //! Issues and labels of one repository, as the reconcile step needs them.
 //!
 //! Reads are conditional (an unchanged issue list costs a free 304); writes are plain.
+//! Answers are decoded into typed structs; an issue that was deleted (410) or transferred
+//! to another repository (301) is reported as such, never as an error that would fail
+//! its repository on every run.
 
-use http::Method;
+use http::{Method, StatusCode};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::snapshot::segment;
@@ -17,21 +21,39 @@ pub struct Issue {
     pub open: bool,
 }
 
-fn parse_issue(json: &serde_json::Value) -> Option<Issue> {
-    // The issues endpoints also return pull requests; those are never ours.
-    if json.get("pull_request").is_some_and(|p| !p.is_null()) {
-        return None;
+/// An issue as the REST API returns it (the fields used here).
+#[derive(Debug, Deserialize)]
+struct IssueJson {
+    number: u64,
+    title: String,
+    #[serde(default)]
+    body: Option<String>,
+    state: String,
+    /// Present (and not null) when the "issue" is a pull request.
+    #[serde(default)]
+    pull_request: Option<serde::de::IgnoredAny>,
+}
+
+impl IssueJson {
+    /// The issues endpoints also return pull requests; those are never ours.
+    fn into_issue(self) -> Option<Issue> {
+        if self.pull_request.is_some() {
+            return None;
+        }
+        Some(Issue {
+            number: self.number,
+            title: self.title,
+            body: self.body.unwrap_or_default(),
+            open: self.state == "open",
+        })
     }
-    Some(Issue {
-        number: json.get("number")?.as_u64()?,
-        title: json.get("title")?.as_str()?.to_string(),
-        body: json
-            .get("body")
-            .and_then(|b| b.as_str())
-            .unwrap_or_default()
-            .to_string(),
-        open: json.get("state")?.as_str()? == "open",
-    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    path: &str,
+    value: serde_json::Value,
+) -> Result<T, GithubError> {
+    serde_json::from_value(value).map_err(|e| unexpected(path.to_string(), &e.to_string()))
 }
 
 fn base(repo: &RepoRef) -> String {
@@ -66,28 +88,40 @@ pub async fn list_labelled(
                 "repository not found while listing issues",
             ));
         };
-        let items = page
-            .body
-            .as_array()
-            .ok_or_else(|| unexpected(first.clone(), "issue list is not an array"))?;
-        out.extend(items.iter().filter_map(parse_issue));
+        let items: Vec<IssueJson> = decode(&first, page.body)?;
+        out.extend(items.into_iter().filter_map(IssueJson::into_issue));
         next = page.next;
     }
     Ok(out)
+}
+
+/// What became of an issue looked up by number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Issue),
+    /// Not there (404), or a pull request.
+    Missing,
+    /// Deleted by an administrator (410).
+    Deleted,
+    /// Transferred to another repository (301): no longer this repository's issue.
+    Transferred,
 }
 
 pub async fn get(
     client: &GithubClient,
     repo: &RepoRef,
     number: u64,
-) -> Result<Option<Issue>, GithubError> {
-    let page = client
-        .get(
-            &format!("{}/issues/{number}", base(repo)),
-            CachePolicy::Revalidate,
-        )
-        .await?;
-    Ok(page.and_then(|p| parse_issue(&p.body)))
+) -> Result<Lookup, GithubError> {
+    let path = format!("{}/issues/{number}", base(repo));
+    match client.get(&path, CachePolicy::Revalidate).await {
+        Ok(Some(page)) => Ok(decode::<IssueJson>(&path, page.body)?
+            .into_issue()
+            .map_or(Lookup::Missing, Lookup::Found)),
+        Ok(None) => Ok(Lookup::Missing),
+        Err(e) if e.status() == Some(StatusCode::GONE) => Ok(Lookup::Deleted),
+        Err(e) if e.status() == Some(StatusCode::MOVED_PERMANENTLY) => Ok(Lookup::Transferred),
+        Err(e) => Err(e),
+    }
 }
 
 /// Makes sure the label exists (GET, conditional; create on 404). With `write` false
@@ -135,7 +169,9 @@ pub async fn create(
             &json!({ "title": title, "body": body, "labels": [label] }),
         )
         .await?;
-    parse_issue(&json).ok_or_else(|| unexpected(path, "created issue has no number"))
+    decode::<IssueJson>(&path, json)?
+        .into_issue()
+        .ok_or_else(|| unexpected(path, "the created issue is a pull request"))
 }
 
 /// Changes title/body and/or state of an issue.

@@ -25,7 +25,7 @@ fn not_found(what: String) -> GithubError {
         status: http::StatusCode::NOT_FOUND,
         message: "not found, or not visible to the configured token".into(),
         retry_after: None,
-        rate_limited: false,
+        limit: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod issues;
 pub mod listing;
 pub mod snapshot;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -30,13 +31,27 @@ pub enum Retry {
     Never,
 }
 
+/// Which of GitHub's limits an answer says was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The hourly request budget of the token (`x-ratelimit-remaining: 0`).
+    Primary,
+    /// A secondary limit: concurrency, points per minute, content creation, or "abuse".
+    Secondary,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GithubError {
-    #[error("GitHub {method} {path}: request failed: {message}")]
+    #[error("GitHub {method} {path}: request failed: {cause}")]
     Transport {
         method: Method,
         path: String,
-        message: String,
+        /// The innermost cause, for messages that have no room for the whole chain.
+        cause: String,
+        #[source]
+        source: BoxError,
     },
     #[error("GitHub {method} {path}: {status}: {message}")]
     Status {
@@ -44,8 +59,11 @@ pub enum GithubError {
         path: String,
         status: StatusCode,
         message: String,
+        /// How long GitHub asked to wait (`Retry-After`, the primary reset, or the growing
+        /// wait after a secondary limit without `Retry-After`).
         retry_after: Option<Duration>,
-        rate_limited: bool,
+        /// The limit this answer reports, when it is a rate-limit answer.
+        limit: Option<Limit>,
     },
     #[error("GitHub {method} {path}: unexpected response: {message}")]
     Decode {
@@ -53,21 +71,31 @@ pub enum GithubError {
         path: String,
         message: String,
     },
+    #[error(
+        "GitHub {path}: refusing to follow a link to {origin}: only the configured API \
+         {base} receives the token"
+    )]
+    ForeignLink {
+        path: String,
+        origin: String,
+        base: String,
+    },
     #[error("GitHub client configuration: {0}")]
     Config(String),
 }
 
 impl GithubError {
+    /// The one classification of GitHub failures into "retry later" and "never".
     pub fn retry(&self) -> Retry {
         match self {
             GithubError::Transport { .. } => Retry::After(None),
             GithubError::Status {
                 status,
                 retry_after,
-                rate_limited,
+                limit,
                 ..
             } => {
-                if *rate_limited
+                if limit.is_some()
                     || status.is_server_error()
                     || *status == StatusCode::TOO_MANY_REQUESTS
                     || *status == StatusCode::REQUEST_TIMEOUT
@@ -77,7 +105,9 @@ impl GithubError {
                     Retry::Never
                 }
             }
-            GithubError::Decode { .. } | GithubError::Config(_) => Retry::Never,
+            GithubError::Decode { .. }
+            | GithubError::ForeignLink { .. }
+            | GithubError::Config(_) => Retry::Never,
         }
     }
 
@@ -86,6 +116,25 @@ impl GithubError {
             GithubError::Status { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// When the token's budget is spent (a primary or secondary limit): which limit, and how
+    /// long until requests may be sent again. The fleet waits that long instead of retrying.
+    pub fn rate_limited(&self) -> Option<(Limit, Duration)> {
+        match self {
+            GithubError::Status {
+                limit: Some(limit),
+                retry_after,
+                ..
+            } => Some((*limit, retry_after.unwrap_or(Duration::from_secs(60)))),
+            _ => None,
+        }
+    }
+
+    /// GitHub answered "not accessible": the token lacks a permission (403 without a rate
+    /// limit). The resource exists; what it holds is unknown, not absent.
+    pub fn is_forbidden(&self) -> bool {
+        self.status() == Some(StatusCode::FORBIDDEN) && self.rate_limited().is_none()
     }
 }
 
@@ -111,8 +160,39 @@ pub struct Page {
 pub struct GithubClient {
     octo: octocrab::Octocrab,
     base: String,
+    /// `scheme://host:port` of `base`: absolute URLs GitHub hands out (pagination links)
+    /// are followed only to this origin, so the token never reaches another host.
+    origin: String,
     user_agent: String,
     cache: Option<EtagCache>,
+    pacing: Arc<Pacing>,
+}
+
+/// What this worker remembers to keep to GitHub's guidance on writes and secondary limits.
+struct Pacing {
+    write_interval: Duration,
+    /// Held for the whole of a write: one mutating request at a time, at least
+    /// `write_interval` apart (the time of the last write is inside).
+    last_write: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    secondary_backoff: Duration,
+    /// Secondary limits answered without `Retry-After` since the last success.
+    secondary_strikes: std::sync::atomic::AtomicU32,
+}
+
+impl Pacing {
+    /// The wait after a secondary limit without `Retry-After`: at least a minute (by
+    /// default), doubling with each further one, up to 16 times the first.
+    fn secondary_wait(&self) -> Duration {
+        let strikes = self
+            .secondary_strikes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.secondary_backoff * 2u32.pow(strikes.min(4))
+    }
+
+    fn success(&self) {
+        self.secondary_strikes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl GithubClient {
@@ -128,26 +208,44 @@ impl GithubClient {
         let octo = builder
             .build()
             .map_err(|e| GithubError::Config(e.to_string()))?;
+        let base = settings.api_url.trim_end_matches('/').to_string();
+        let origin = origin_of(&base)
+            .ok_or_else(|| GithubError::Config(format!("github.api_url: {base} is not a URL")))?;
         Ok(GithubClient {
             octo,
-            base: settings.api_url.trim_end_matches('/').to_string(),
+            base,
+            origin,
             user_agent: settings.user_agent.clone(),
             cache,
+            pacing: Arc::new(Pacing {
+                write_interval: settings.write_interval,
+                last_write: tokio::sync::Mutex::new(None),
+                secondary_backoff: settings.secondary_limit_backoff,
+                secondary_strikes: std::sync::atomic::AtomicU32::new(0),
+            }),
         })
     }
 
-    /// Absolute URL for an API path (`/repos/o/r`) or a full URL GitHub handed out.
-    fn url(&self, path: &str) -> String {
+    /// Absolute URL for an API path (`/repos/o/r`) or a full URL GitHub handed out, which
+    /// must point at the configured API: a `Link` to another host never gets the token.
+    fn url(&self, path: &str) -> Result<String, GithubError> {
         if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_string()
+            match origin_of(path) {
+                Some(origin) if origin == self.origin => Ok(path.to_string()),
+                origin => Err(GithubError::ForeignLink {
+                    path: url_path(path),
+                    origin: origin.unwrap_or_else(|| "an unparsable URL".into()),
+                    base: self.base.clone(),
+                }),
+            }
         } else {
-            format!("{}{}", self.base, path)
+            Ok(format!("{}{}", self.base, path))
         }
     }
 
     /// GET with the ETag cache. `Ok(None)` is a 404 (absent is an answer, not an error).
     pub async fn get(&self, path: &str, policy: CachePolicy) -> Result<Option<Page>, GithubError> {
-        let url = self.url(path);
+        let url = self.url(path)?;
         let cached = match &self.cache {
             Some(cache) => cache.get(&url).await,
             None => None,
@@ -206,10 +304,19 @@ impl GithubClient {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, GithubError> {
-        let url = self.url(path);
+        let url = self.url(path)?;
+        // One write at a time per worker, `write_interval` apart: GitHub's guidance for
+        // mutating requests, and what keeps the content-creation limits from tripping.
+        let mut last_write = self.pacing.last_write.lock().await;
+        if let Some(last) = *last_write {
+            tokio::time::sleep_until(last + self.pacing.write_interval).await;
+        }
         let response = self
             .send(method.clone(), &url, HeaderMap::new(), Some(body))
-            .await?;
+            .await;
+        *last_write = Some(tokio::time::Instant::now());
+        drop(last_write);
+        let response = response?;
         telemetry::metrics().record_github_request(response.status.as_u16(), CacheOutcome::Miss);
         if !response.status.is_success() {
             return Err(self.status_error(method, &url, &response));
@@ -252,19 +359,17 @@ impl GithubClient {
         for (k, v) in &headers {
             builder = builder.header(k, v);
         }
-        let transport = |message: String| GithubError::Transport {
+        let transport = |source: octocrab::Error| GithubError::Transport {
             method: method.clone(),
             path: path.clone(),
-            message,
+            cause: root_cause(&source),
+            source: Box::new(source),
         };
-        let request = self
-            .octo
-            .build_request(builder, body)
-            .map_err(|e| transport(e.to_string()))?;
+        let request = self.octo.build_request(builder, body).map_err(transport)?;
         drop(_enter);
         let response = tracing::Instrument::instrument(self.octo.execute(request), span.clone())
             .await
-            .map_err(|e| transport(error_chain(&e)))?;
+            .map_err(transport)?;
         let status = response.status();
         span.record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
@@ -273,7 +378,10 @@ impl GithubClient {
             .octo
             .body_to_string(response)
             .await
-            .map_err(|e| transport(e.to_string()))?;
+            .map_err(transport)?;
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            self.pacing.success();
+        }
         Ok(RawResponse {
             status,
             headers,
@@ -282,32 +390,25 @@ impl GithubClient {
     }
 
     fn status_error(&self, method: Method, url: &str, response: &RawResponse) -> GithubError {
-        let message = serde_json::from_str::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| response.body.chars().take(200).collect());
-        let remaining_zero = response
-            .headers
-            .get("x-ratelimit-remaining")
-            .and_then(|v| v.to_str().ok())
-            == Some("0");
-        let retry_after = retry_after(&response.headers);
-        let rate_limited = (response.status == StatusCode::FORBIDDEN
-            || response.status == StatusCode::TOO_MANY_REQUESTS)
-            && (remaining_zero
-                || retry_after.is_some()
-                || message.to_lowercase().contains("rate limit"));
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            message: String,
+        }
+        let message = serde_json::from_str::<ErrorBody>(&response.body)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| response.body.chars().take(200).collect());
+        let (limit, retry_after) = classify_limit(response.status, &response.headers, &message);
+        let retry_after = match (limit, retry_after) {
+            (Some(Limit::Secondary), None) => Some(self.pacing.secondary_wait()),
+            (_, wait) => wait,
+        };
         GithubError::Status {
             method,
             path: url_path(url),
             status: response.status,
             message,
             retry_after,
-            rate_limited,
+            limit,
         }
     }
 
@@ -326,15 +427,51 @@ struct RawResponse {
     body: String,
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+/// The innermost cause of an error: the part of a chain that says what actually happened
+/// ("connection refused"), where the outer layers only say "error sending request".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = e;
+    while let Some(next) = innermost.source() {
+        innermost = next;
     }
-    out
+    innermost.to_string()
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(u.origin().ascii_serialization()).filter(|o| o != "null")
+}
+
+/// Whether a 403/429 answer is a rate limit, which one, and the wait GitHub named.
+/// GitHub's documented signals: `x-ratelimit-remaining: 0` (primary, wait until
+/// `x-ratelimit-reset`), `Retry-After` (either), and the message of a secondary limit;
+/// a 429 is always a limit. A plain 403 ("Resource not accessible by integration") is not.
+fn classify_limit(
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: &str,
+) -> (Option<Limit>, Option<Duration>) {
+    if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
+        return (None, None);
+    }
+    let wait = retry_after(headers);
+    let exhausted = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        == Some("0");
+    let lower = message.to_lowercase();
+    let secondary = lower.contains("secondary rate limit") || lower.contains("abuse");
+    let limit = if exhausted && !secondary {
+        Some(Limit::Primary)
+    } else if secondary || wait.is_some() || status == StatusCode::TOO_MANY_REQUESTS {
+        Some(Limit::Secondary)
+    } else if lower.contains("rate limit") {
+        Some(Limit::Primary)
+    } else {
+        None
+    };
+    (limit, wait)
 }
 
 /// Path and query of a URL, for errors and spans (never credentials: tokens travel in
@@ -418,21 +555,118 @@ mod tests {
 
     #[test]
     fn classifies_failures_once() {
-        let status = |status: u16, retry_after, rate_limited| GithubError::Status {
+        let status = |status: u16, retry_after, limit| GithubError::Status {
             method: Method::GET,
             path: "/x".into(),
             status: StatusCode::from_u16(status).unwrap(),
             message: String::new(),
             retry_after,
-            rate_limited,
+            limit,
         };
-        assert_eq!(status(502, None, false).retry(), Retry::After(None));
-        assert_eq!(status(404, None, false).retry(), Retry::Never);
-        assert_eq!(status(401, None, false).retry(), Retry::Never);
-        assert_eq!(status(422, None, false).retry(), Retry::Never);
+        assert_eq!(status(502, None, None).retry(), Retry::After(None));
+        assert_eq!(status(404, None, None).retry(), Retry::Never);
+        assert_eq!(status(401, None, None).retry(), Retry::Never);
+        assert_eq!(status(422, None, None).retry(), Retry::Never);
         let wait = Some(Duration::from_secs(60));
-        assert_eq!(status(403, wait, true).retry(), Retry::After(wait));
-        assert_eq!(status(403, None, false).retry(), Retry::Never);
+        let limited = status(403, wait, Some(Limit::Secondary));
+        assert_eq!(limited.retry(), Retry::After(wait));
+        assert!(!limited.is_forbidden());
+        let forbidden = status(403, None, None);
+        assert_eq!(forbidden.retry(), Retry::Never);
+        assert!(forbidden.is_forbidden());
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn tells_rate_limits_from_missing_permissions() {
+        let forbidden = StatusCode::FORBIDDEN;
+        let secondary = "You have exceeded a secondary rate limit. Please wait a few minutes.";
+        // A secondary limit without Retry-After is still a limit (the wait is added later).
+        assert_eq!(
+            classify_limit(forbidden, &HeaderMap::new(), secondary),
+            (Some(Limit::Secondary), None)
+        );
+        assert_eq!(
+            classify_limit(forbidden, &headers(&[("retry-after", "30")]), "x"),
+            (Some(Limit::Secondary), Some(Duration::from_secs(30)))
+        );
+        let reset = (time::OffsetDateTime::now_utc().unix_timestamp() + 600).to_string();
+        let spent = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", reset.as_str()),
+        ]);
+        let (limit, wait) = classify_limit(forbidden, &spent, "API rate limit exceeded");
+        assert_eq!(limit, Some(Limit::Primary));
+        assert!(wait.unwrap() >= Duration::from_secs(599));
+        // Permissions are not limits: unknown, never retried as if the budget were spent.
+        assert_eq!(
+            classify_limit(
+                forbidden,
+                &headers(&[("x-ratelimit-remaining", "4999")]),
+                "Resource not accessible by integration"
+            ),
+            (None, None)
+        );
+        assert_eq!(
+            classify_limit(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), ""),
+            (Some(Limit::Secondary), None)
+        );
+        assert_eq!(
+            classify_limit(StatusCode::BAD_GATEWAY, &HeaderMap::new(), secondary),
+            (None, None)
+        );
+    }
+
+    fn client(api_url: &str) -> GithubClient {
+        let settings: crate::config::Settings = crate::config::Settings::load_from(
+            None,
+            [("GUARDIAN__GITHUB__API_URL".to_string(), api_url.to_string())],
+        )
+        .expect("settings");
+        GithubClient::new(&settings.github, None).expect("client")
+    }
+
+    #[tokio::test]
+    async fn secondary_limits_without_retry_after_wait_a_minute_growing() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let c = client("https://api.github.com");
+        let waits: Vec<u64> = (0..6)
+            .map(|_| c.pacing.secondary_wait().as_secs())
+            .collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 960]);
+        c.pacing.success();
+        assert_eq!(c.pacing.secondary_wait().as_secs(), 60);
+    }
+
+    #[tokio::test]
+    async fn links_to_another_host_never_get_the_token() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let c = client("https://ghe.example.com/api/v3");
+        assert_eq!(
+            c.url("https://ghe.example.com/api/v3/orgs/o/repos?page=2")
+                .unwrap(),
+            "https://ghe.example.com/api/v3/orgs/o/repos?page=2"
+        );
+        assert_eq!(
+            c.url("/orgs/o/repos").unwrap(),
+            "https://ghe.example.com/api/v3/orgs/o/repos"
+        );
+        for foreign in [
+            "https://evil.example.net/orgs/o/repos?page=2",
+            "http://ghe.example.com/api/v3/orgs/o/repos?page=2",
+            "https://ghe.example.com:8443/api/v3/orgs/o/repos?page=2",
+        ] {
+            let err = c.url(foreign).unwrap_err();
+            assert!(matches!(err, GithubError::ForeignLink { .. }), "{foreign}");
+            assert!(err.to_string().contains("refusing to follow"), "{err}");
+        }
     }
 
     #[test]

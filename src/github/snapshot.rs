@@ -31,7 +31,7 @@ fn missing_repo(repo: &RepoRef) -> GithubError {
         status: http::StatusCode::NOT_FOUND,
         message: "repository not found, or not visible to the configured token".into(),
         retry_after: None,
-        rate_limited: false,
+        limit: None,
     }
 }
 

@@ -86,9 +86,17 @@ async fn reconcile_locked(
     // Issues we filed whose label was removed by hand are still ours: fetch them by number.
     let state = wf.repos.get(repo).await?.unwrap_or_default();
     let listed: BTreeSet<u64> = existing.iter().map(|i| i.number).collect();
+    // A mapped issue that was deleted or transferred is no longer ours: forget it, and an
+    // open finding gets a new issue here.
+    let mut gone = BTreeSet::new();
     for number in state.issues.values().filter(|n| !listed.contains(n)) {
-        if let Some(issue) = issues::get(&wf.github, repo, *number).await? {
-            existing.push(issue);
+        match issues::get(&wf.github, repo, *number).await? {
+            issues::Lookup::Found(issue) => existing.push(issue),
+            issues::Lookup::Missing => {}
+            lookup @ (issues::Lookup::Deleted | issues::Lookup::Transferred) => {
+                tracing::info!(repo = %repo, issue = number, ?lookup, "mapped issue left the repository; forgetting it");
+                gone.insert(*number);
+            }
         }
     }
 
@@ -100,6 +108,7 @@ async fn reconcile_locked(
     };
     let mut planned = IssueCounts::default();
     let mut map = state.issues.clone();
+    map.retain(|_, number| !gone.contains(number));
     for issue in &existing {
         if let Some((fp, _)) = issue_plan::parse_marker(&issue.body) {
             map.entry(fp).or_insert(issue.number);

@@ -90,6 +90,8 @@ impl Harness {
             .env("GUARDIAN__NATS__URL", &self.nats.url)
             .env("GUARDIAN__GITHUB__API_URL", self.double.url())
             .env("GUARDIAN__GITHUB__TOKEN", TOKEN)
+            // The double has no write limits; pacing is tested on its own.
+            .env("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s")
             .env("GUARDIAN__HTTP__LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("GUARDIAN__TELEMETRY__LOG_FORMAT", "json")
             .env("GUARDIAN__NATS__ACK_WAIT", "2s")
@@ -166,29 +168,35 @@ impl Harness {
         (0..count)
             .map(|i| {
                 let name = format!("repo-{i:02}");
-                self.double.add_repo(owner, &name, RepoOptions::default());
-                for (path, text) in [
-                    ("README.md", "# hello\n"),
-                    ("SECURITY.md", "Report to security@example.com\n"),
-                    (".github/CODEOWNERS", "* @octo/team\n"),
-                ] {
-                    self.double.put_file(owner, &name, path, text);
-                }
-                if i >= missing_license {
-                    self.double
-                        .put_file(owner, &name, "LICENSE", "MIT License\n");
-                }
-                self.double.set_protection(
-                    owner,
-                    &name,
-                    Some(ProtectionRules {
-                        required_approving_reviews: Some(1),
-                        ..Default::default()
-                    }),
-                );
+                self.seed_repo(owner, &name, i >= missing_license, Some(1));
                 name
             })
             .collect()
+    }
+
+    /// Adds a repository with a README, a security policy and code owners, a LICENSE when
+    /// `license`, and a protected default branch requiring `reviews` approving reviews.
+    pub fn seed_repo(&self, owner: &str, name: &str, license: bool, reviews: Option<u32>) {
+        self.double.add_repo(owner, name, RepoOptions::default());
+        for (path, text) in [
+            ("README.md", "# hello\n"),
+            ("SECURITY.md", "Report to security@example.com\n"),
+            (".github/CODEOWNERS", "* @octo/team\n"),
+        ] {
+            self.double.put_file(owner, name, path, text);
+        }
+        if license {
+            self.double
+                .put_file(owner, name, "LICENSE", "MIT License\n");
+        }
+        self.double.set_protection(
+            owner,
+            name,
+            Some(ProtectionRules {
+                required_approving_reviews: reviews,
+                ..Default::default()
+            }),
+        );
     }
 
     /// Starts a run without waiting for it.

@@ -2,6 +2,7 @@
 //! double. One binary, shared helpers.
 
 mod compat;
+mod faults;
 mod fleet;
 mod helpers;
 mod llm;

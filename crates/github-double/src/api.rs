@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::RecordedRequest;
 use crate::render;
-use crate::state::{Comment, Issue, Label, State, epoch_secs, now_iso};
+use crate::state::{Comment, GoneIssue, Issue, Label, State, epoch_secs, now_iso};
 
 pub fn router(state: Arc<Mutex<State>>) -> Router {
     Router::new().fallback(handle).with_state(state)
@@ -221,19 +221,20 @@ fn process(st: &mut State, req: &Req) -> Response<Body> {
 /// Faults, the token check and rate-limit exhaustion, in that order. Returns the
 /// answer and whether it counts against the rate limit.
 fn pre_checks(st: &mut State, req: &Req) -> Option<(Out, bool)> {
-    if let Some(pos) = st.faults.iter().position(|f| {
+    if let Some(pos) = st.faults.iter().position(|(f, _)| {
         req.path.starts_with(&f.path_prefix)
             && f.method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(&req.method))
     }) {
-        let fault = st.faults[pos].clone();
+        let (fault, custom) = st.faults[pos].clone();
         if fault.times <= 1 {
             st.faults.remove(pos);
         } else {
-            st.faults[pos].times -= 1;
+            st.faults[pos].0.times -= 1;
         }
         let message = match fault.status {
+            _ if custom.is_some() => custom.unwrap_or_default(),
             403 | 429 if fault.retry_after.is_some() => {
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
                     .to_string()
@@ -663,7 +664,7 @@ fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Result<Ou
     let id = st.fresh_id();
     let now = now_iso();
     let repo = st.repo_mut(owner, name).expect("checked");
-    let number = repo.issues.len() as u64 + 1;
+    let number = repo.next_issue_number();
     repo.issues.push(Issue {
         id,
         number,
@@ -695,11 +696,26 @@ fn with_issue(
     if !repo.has_issues {
         return issues_gone();
     }
-    let Some(idx) = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| repo.issues.iter().position(|i| i.number == n))
-    else {
+    let Ok(number) = number.parse::<u64>() else {
+        return Out::not_found();
+    };
+    match repo.gone_issues.get(&number) {
+        Some(GoneIssue::Deleted) => return Out::error(410, "This issue was deleted"),
+        Some(GoneIssue::Transferred { repo: to, number }) => {
+            let location = format!("{}/repos/{to}/issues/{number}", req.base);
+            return Out::json(
+                301,
+                json!({
+                    "message": "Moved Permanently",
+                    "url": location,
+                    "documentation_url": "https://docs.github.com/rest/guides/best-practices-for-using-the-rest-api#follow-redirects",
+                }),
+            )
+            .with("location", location);
+        }
+        None => {}
+    }
+    let Some(idx) = repo.issues.iter().position(|i| i.number == number) else {
         return Out::not_found();
     };
     f(st, req, idx)

@@ -235,7 +235,32 @@ impl GithubDouble {
 
     /// Adds a fault; faults are consulted in insertion order.
     pub fn inject_fault(&self, fault: Fault) {
-        self.lock().faults.push(fault);
+        self.lock().faults.push((fault, None));
+    }
+
+    /// Adds a fault answering with `message` instead of the status' default text, e.g. a
+    /// secondary-limit 403 without `Retry-After`, or "Resource not accessible by integration".
+    pub fn inject_fault_with_message(&self, fault: Fault, message: &str) {
+        self.lock().faults.push((fault, Some(message.to_string())));
+    }
+
+    /// Deletes an issue, as an administrator can: reading it later answers 410.
+    pub fn delete_issue(&self, owner: &str, repo: &str, number: u64) -> bool {
+        self.lock().delete_issue(owner, repo, number)
+    }
+
+    /// Transfers an issue to another repository: reading the old number answers 301 with
+    /// the new location. Returns the number in the new repository.
+    pub fn transfer_issue(
+        &self,
+        owner: &str,
+        repo: &str,
+        number: u64,
+        to_owner: &str,
+        to_repo: &str,
+    ) -> Option<u64> {
+        self.lock()
+            .transfer_issue(owner, repo, number, to_owner, to_repo)
     }
 
     /// Delay added before every response.

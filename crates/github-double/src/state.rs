@@ -167,11 +167,30 @@ pub struct Repo {
     pub branches: BTreeMap<String, String>,
     pub protection: Option<ProtectionRules>,
     pub issues: Vec<Issue>,
+    /// Issues that no longer live here: deleted (GitHub answers 410) or transferred to
+    /// another repository (GitHub answers 301 with the new location).
+    pub gone_issues: BTreeMap<u64, GoneIssue>,
     /// Labels keyed by lower-cased name: GitHub label names are case-insensitive.
     pub labels: BTreeMap<String, Label>,
 }
 
+/// What became of an issue that left its repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoneIssue {
+    Deleted,
+    /// Transferred to `repo` (`owner/name`), where it has `number`.
+    Transferred {
+        repo: String,
+        number: u64,
+    },
+}
+
 impl Repo {
+    /// Issue numbers are never reused, not even those of deleted or transferred issues.
+    pub fn next_issue_number(&self) -> u64 {
+        (self.issues.len() + self.gone_issues.len()) as u64 + 1
+    }
+
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.owner, self.name)
     }
@@ -234,7 +253,8 @@ pub struct State {
     pub repos: BTreeMap<String, Repo>,
     pub next_id: u64,
     pub rate: RateWindow,
-    pub faults: Vec<Fault>,
+    /// Injected faults with an optional message overriding the status' default one.
+    pub faults: Vec<(Fault, Option<String>)>,
     pub latency: Duration,
     pub log: Vec<RecordedRequest>,
 }
@@ -321,6 +341,7 @@ impl State {
             branches: BTreeMap::from([(opts.default_branch, sha)]),
             protection: None,
             issues: Vec::new(),
+            gone_issues: BTreeMap::new(),
             labels: BTreeMap::new(),
         };
         self.repos
@@ -383,6 +404,48 @@ impl State {
         repo.commits.insert(sha.clone(), commit);
         repo.branches.insert(repo.default_branch.clone(), sha);
         repo.pushed_at = now;
+    }
+
+    /// Deletes issue `number` (later reads answer 410). `false` when there is no such issue.
+    pub fn delete_issue(&mut self, owner: &str, name: &str, number: u64) -> bool {
+        let Some(repo) = self.repo_mut(owner, name) else {
+            return false;
+        };
+        let Some(idx) = repo.issues.iter().position(|i| i.number == number) else {
+            return false;
+        };
+        repo.issues.remove(idx);
+        repo.gone_issues.insert(number, GoneIssue::Deleted);
+        true
+    }
+
+    /// Moves issue `number` to `to_owner/to_name` (later reads of the old number answer 301).
+    /// Returns the issue's number in the new repository.
+    pub fn transfer_issue(
+        &mut self,
+        owner: &str,
+        name: &str,
+        number: u64,
+        to_owner: &str,
+        to_name: &str,
+    ) -> Option<u64> {
+        self.repo(to_owner, to_name)?;
+        let repo = self.repo_mut(owner, name)?;
+        let idx = repo.issues.iter().position(|i| i.number == number)?;
+        let mut issue = repo.issues.remove(idx);
+        let target = self.repo_mut(to_owner, to_name)?;
+        let new_number = target.next_issue_number();
+        let full_name = target.full_name();
+        issue.number = new_number;
+        target.issues.push(issue);
+        self.repo_mut(owner, name)?.gone_issues.insert(
+            number,
+            GoneIssue::Transferred {
+                repo: full_name,
+                number: new_number,
+            },
+        );
+        Some(new_number)
     }
 
     pub fn issue_views(&self, owner: &str, name: &str) -> Vec<IssueView> {

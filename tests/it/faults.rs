@@ -1,0 +1,232 @@
+//! Never wrong about a finding: a run over an organisation whose GitHub misbehaves in every
+//! way the fleet meets in production — permissions it lacks, a branch that vanishes for a
+//! moment, issues deleted or transferred by hand, a burst of secondary rate limits without
+//! `Retry-After`, and a worker killed mid-reconcile — closes exactly the issues of what was
+//! fixed, files nothing false, duplicates nothing, and ends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use github_double::{Fault, RepoOptions};
+
+use crate::helpers::{Harness, open_and_duplicates};
+
+const ORG: &str = "fault-org";
+const REPOS: usize = 100;
+/// Repositories `0..MISSING_LICENSE` have no LICENSE at first.
+const MISSING_LICENSE: usize = 40;
+/// Repositories `0..WEAK_PROTECTION` require no review on their default branch.
+const WEAK_PROTECTION: usize = 60;
+/// Repositories whose LICENSE is added before the faulty run: their issues must close.
+const FIXED: std::ops::Range<usize> = 30..40;
+
+fn name(i: usize) -> String {
+    format!("repo-{i:02}")
+}
+
+fn seed(h: &Harness) -> Vec<String> {
+    h.double.add_org(ORG);
+    h.double.add_org("archive-org");
+    h.double
+        .add_repo("archive-org", "sink", RepoOptions::default());
+    (0..REPOS)
+        .map(|i| {
+            let repo = name(i);
+            let reviews = if i < WEAK_PROTECTION { None } else { Some(1) };
+            h.seed_repo(ORG, &repo, i >= MISSING_LICENSE, reviews);
+            repo
+        })
+        .collect()
+}
+
+/// Open issues by repository, as fingerprints.
+fn open_fingerprints(h: &Harness, repos: &[String]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut open: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (repo, issue) in h.issues(ORG, repos) {
+        if issue.state != "open" {
+            continue;
+        }
+        let fp = repo_guardian::workflow::issue_plan::parse_marker(&issue.body)
+            .map(|(fp, _)| fp)
+            .unwrap_or_else(|| format!("no marker on #{}", issue.number));
+        open.entry(repo).or_default().insert(fp);
+    }
+    open
+}
+
+/// What must be open after the faulty run: the findings that still exist, each once.
+fn expected_open(repos: &[String]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (i, repo) in repos.iter().enumerate() {
+        if i < MISSING_LICENSE && !FIXED.contains(&i) {
+            want.entry(repo.clone())
+                .or_default()
+                .insert("license/missing".into());
+        }
+        if i < WEAK_PROTECTION {
+            want.entry(repo.clone())
+                .or_default()
+                .insert("branch-protection/reviews".into());
+        }
+    }
+    want
+}
+
+fn issue_number(h: &Harness, repo: &str, fingerprint: &str) -> u64 {
+    h.double
+        .issues(ORG, repo)
+        .into_iter()
+        .find(|i| i.body.contains(&format!("fingerprint={fingerprint} ")) && i.state == "open")
+        .unwrap_or_else(|| panic!("{repo} has no open issue for {fingerprint}"))
+        .number
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_github_closes_only_what_was_fixed() {
+    let mut h = Harness::start().await;
+    h.worker_env.insert(
+        "GUARDIAN__GITHUB__SECONDARY_LIMIT_BACKOFF".into(),
+        "1s".into(),
+    );
+    let repos = seed(&h);
+    h.spawn_worker().await;
+    h.spawn_worker().await;
+
+    let first = h.run(&format!("org:{ORG}"), false).await;
+    assert!(first.status.is_final(), "{first:?}");
+    assert_eq!(
+        open_fingerprints(&h, &repos),
+        {
+            let mut all = expected_open(&repos);
+            for i in FIXED {
+                all.entry(name(i))
+                    .or_default()
+                    .insert("license/missing".into());
+            }
+            all
+        },
+        "the first run files one issue per finding"
+    );
+
+    // What really changes: ten repositories get their LICENSE.
+    for i in FIXED {
+        h.double.put_file(ORG, &name(i), "LICENSE", "MIT License\n");
+    }
+    // What only looks like change. A third of the repositories cannot have their branch
+    // protection read (a token without admin read).
+    let unreadable: Vec<usize> = (0..REPOS).filter(|i| i % 3 == 0).collect();
+    for i in &unreadable {
+        h.double.inject_fault_with_message(
+            Fault {
+                method: Some("GET".into()),
+                path_prefix: format!("/repos/{ORG}/{}/branches/main/protection", name(*i)),
+                status: 403,
+                retry_after: None,
+                times: usize::MAX,
+            },
+            "Resource not accessible by integration",
+        );
+    }
+    // A default branch that is briefly not there (renamed between plan and scan).
+    h.double.inject_fault(Fault {
+        method: Some("GET".into()),
+        path_prefix: format!("/repos/{ORG}/{}/branches/main", name(5)),
+        status: 404,
+        retry_after: None,
+        times: 1,
+    });
+    // A mapped issue deleted by an administrator, another transferred away: their
+    // findings still exist, so each gets a new issue here.
+    let deleted = issue_number(&h, &name(10), "license/missing");
+    assert!(h.double.delete_issue(ORG, &name(10), deleted));
+    let moved = issue_number(&h, &name(11), "license/missing");
+    h.double
+        .transfer_issue(ORG, &name(11), moved, "archive-org", "sink")
+        .expect("transferred");
+    // A burst of secondary rate limits without Retry-After on reads.
+    h.double.inject_fault_with_message(
+        Fault {
+            method: Some("GET".into()),
+            path_prefix: format!("/repos/{ORG}/"),
+            status: 403,
+            retry_after: None,
+            times: 5,
+        },
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+    );
+
+    let run_id = h.start_run(&format!("org:{ORG}")).await;
+    // Kill a worker while it reconciles: once the first fixed issue is closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let closed = FIXED
+            .clone()
+            .flat_map(|i| h.double.issues(ORG, &name(i)))
+            .filter(|i| i.state == "closed")
+            .count();
+        if closed >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no fixed issue closed after 90s; logs:\n{}",
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.kill_worker(0);
+    h.spawn_worker().await;
+    let record = h.follow(&run_id).await;
+    assert!(record.status.is_final(), "{record:?}");
+
+    // Zero issues closed or filed wrongly, zero duplicates.
+    let issues = h.issues(ORG, &repos);
+    let (_, duplicates) = open_and_duplicates(&issues);
+    assert_eq!(duplicates, 0, "duplicates: {issues:#?}");
+    assert_eq!(
+        open_fingerprints(&h, &repos),
+        expected_open(&repos),
+        "record: {record:?}"
+    );
+    for i in FIXED {
+        let closed: Vec<_> = h
+            .double
+            .issues(ORG, &name(i))
+            .into_iter()
+            .filter(|i| i.state == "closed")
+            .collect();
+        assert_eq!(closed.len(), 1, "{}: {closed:#?}", name(i));
+        assert_eq!(
+            closed[0].comments.len(),
+            1,
+            "one closing comment on {}",
+            name(i)
+        );
+    }
+    // The deleted and the transferred issue were replaced, not dead-lettered.
+    assert_ne!(
+        issue_number(&h, &name(10), "license/missing"),
+        deleted,
+        "a new issue replaces the deleted one"
+    );
+    assert_eq!(
+        h.double.issues("archive-org", "sink").len(),
+        1,
+        "the transferred issue is left where it went"
+    );
+    assert!(
+        repo_guardian::bus::dlq::list(&h.bus)
+            .await
+            .expect("dead letters")
+            .is_empty(),
+        "nothing is dead-lettered; logs:\n{}",
+        h.logs()
+    );
+
+    // The run names what could not be evaluated: branch protection of a third.
+    let text = serde_json::to_string(&record).unwrap();
+    assert!(
+        text.contains("branch-protection") && text.contains("Resource not accessible"),
+        "the record names the unknown policy and why: {text}"
+    );
+}
