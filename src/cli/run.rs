@@ -67,7 +67,10 @@ pub fn print_record(record: &RunRecord, format: Format) -> anyhow::Result<()> {
             );
             if !record.llm_tokens.is_zero() {
                 let t = &record.llm_tokens;
-                println!("llm       {} prompt + {} completion tokens", t.prompt, t.completion);
+                println!(
+                    "llm       {} prompt + {} completion tokens",
+                    t.prompt, t.completion
+                );
             }
             for e in &record.errors {
                 println!(

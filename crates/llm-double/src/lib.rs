@@ -89,7 +89,12 @@ pub struct LlmDouble {
 impl LlmDouble {
     /// Starts a double on a free port of 127.0.0.1.
     pub async fn start() -> std::io::Result<LlmDouble> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a double on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<LlmDouble> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             fault: Fault::None,
