@@ -6,7 +6,7 @@
 //! parsing and printing stay in `main.rs`; everything here returns values so tests can
 //! drive it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::domain::{Finding, Protection, RepoRef, Severity, Snapshot};
+use crate::domain::{Finding, Input, Protection, RepoRef, Severity, Snapshot};
 use crate::policy::{self, Selection};
 
 /// Directories never walked: Git's own store and bulky build or dependency output, which is
@@ -88,6 +88,7 @@ pub fn snapshot_from_dir(path: &Path) -> Result<Snapshot, CheckError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "root".to_owned());
     let (branch, head_sha) = git_head(path)?;
+    let (contents, unavailable) = read_contents(path, &files);
     Ok(Snapshot {
         repo: RepoRef {
             owner: "local".to_owned(),
@@ -102,7 +103,31 @@ pub fn snapshot_from_dir(path: &Path) -> Result<Snapshot, CheckError> {
         files,
         protection: Protection::Unknown,
         from_github: false,
+        contents,
+        unavailable,
     })
+}
+
+/// The text of the files the policies read; a file that cannot be read as text makes the
+/// contents unavailable (the policies that need them are then not evaluated) rather than
+/// absent.
+fn read_contents(
+    root: &Path,
+    files: &BTreeSet<String>,
+) -> (BTreeMap<String, String>, BTreeMap<Input, String>) {
+    let mut contents = BTreeMap::new();
+    let mut unavailable = BTreeMap::new();
+    for path in files.iter().filter(|p| policy::reads_contents(p)) {
+        match fs::read_to_string(root.join(path)) {
+            Ok(text) => {
+                contents.insert(path.clone(), text);
+            }
+            Err(e) => {
+                unavailable.insert(Input::Contents, format!("cannot read `{path}`: {e}"));
+            }
+        }
+    }
+    (contents, unavailable)
 }
 
 fn walk(dir: &Path, prefix: &str, files: &mut BTreeSet<String>) -> Result<(), CheckError> {
@@ -183,16 +208,16 @@ pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError
     for p in policy::all().iter().filter(|p| p.file_based()) {
         if let Some(options) = selection.options.get(p.id()) {
             p.validate_options(options)
-                .map_err(|message| CheckError::Options {
+                .map_err(|e| CheckError::Options {
                     policy: p.id().to_owned(),
-                    message,
+                    message: e.to_string(),
                 })?;
         }
     }
     let snapshot = snapshot_from_dir(path)?;
     Ok(CheckReport {
         path: path.to_path_buf(),
-        findings: policy::evaluate(&snapshot, selection, true),
+        findings: policy::evaluate(&snapshot, selection, true).findings,
     })
 }
 
@@ -515,7 +540,15 @@ mod tests {
             .collect();
         assert_eq!(
             rule_ids,
-            ["license", "readme", "security-policy", "codeowners"]
+            [
+                "license",
+                "readme",
+                "security-policy",
+                "codeowners",
+                "dangerous-workflow",
+                "workflow-permissions",
+                "pinned-actions"
+            ]
         );
         for rule in rules {
             assert!(rule["shortDescription"]["text"].is_string());

@@ -50,8 +50,14 @@ pub struct NatsSettings {
     /// Consumer AckWait; in-progress heartbeats are sent at a third of it.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
-    /// Deliveries before a transiently failing step is given up and dead-lettered.
+    /// The application's delivery budget: deliveries that ended in a failure before a
+    /// transiently failing step is given up and dead-lettered (`bus::consumer::decide`).
+    /// Rate-limit deferrals do not count.
     pub max_deliver: i64,
+    /// The server's MaxDeliver on every work consumer, far above `max_deliver`, so a
+    /// delivery that ends without an outcome (a crash, a drain) never strands a message:
+    /// when even this runs out, the server's max-deliveries advisory dead-letters it.
+    pub server_max_deliver: i64,
     /// Redelivery delays after a transient failure (the last one repeats).
     #[serde(deserialize_with = "durations")]
     pub backoff: Vec<Duration>,
@@ -106,6 +112,9 @@ impl std::fmt::Debug for GithubSettings {
             .finish()
     }
 }
+
+/// Id of the policy whose findings the model reports (`crate::llm::answer`).
+pub const LLM_AUDIT_POLICY: &str = "llm-audit";
 
 /// The optional review step's model (`[llm]`); see `docs/llm.md`. Without both `api_url`
 /// and `model`, no step calls a model and nothing else here matters.
@@ -195,6 +204,13 @@ pub struct WorkerSettings {
     /// How often queue depth is read from the consumers for metrics.
     #[serde(with = "humantime_serde")]
     pub queue_poll_interval: Duration,
+    /// A run whose record has not changed for this long is finalised as `stalled` by the
+    /// sweeper, with a reason for every repository still pending.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// How often the sweeper looks for stalled runs (one worker of the fleet at a time).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -253,6 +269,10 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A `[policies]` entry: an unknown policy id or an option the policy rejects; `key`
+    /// is the full path, e.g. `policies.branch-protection.options.min_approving_reviews`.
+    #[error("configuration key `{key}`: {problem}")]
+    Policy { key: String, problem: String },
 }
 
 /// A list of humantime durations (`["1s", "5s"]`).
@@ -361,6 +381,18 @@ impl Settings {
         if self.nats.max_deliver < 1 {
             return invalid("nats.max_deliver", "must be at least 1");
         }
+        if self.nats.server_max_deliver < self.nats.max_deliver {
+            return invalid(
+                "nats.server_max_deliver",
+                "must not be below nats.max_deliver (keep it far above)",
+            );
+        }
+        if self.worker.stall_timeout < Duration::from_secs(1) {
+            return invalid("worker.stall_timeout", "must be at least 1s");
+        }
+        if self.worker.sweep_interval < Duration::from_millis(100) {
+            return invalid("worker.sweep_interval", "must be at least 100ms");
+        }
         if self.nats.backoff.is_empty() {
             return invalid("nats.backoff", "needs at least one delay");
         }
@@ -407,6 +439,22 @@ impl Settings {
                 }
             }
         }
+        let mut selection = self.policy_selection();
+        // `llm-audit` runs in the review step, not in the registry of pure policies; it can
+        // be switched on or off but takes no options.
+        selection.enabled.remove(LLM_AUDIT_POLICY);
+        if selection
+            .options
+            .remove(LLM_AUDIT_POLICY)
+            .is_some_and(|o| !o.is_empty())
+        {
+            return Err(ConfigError::Policy {
+                key: format!("policies.{LLM_AUDIT_POLICY}.options"),
+                problem: "llm-audit takes no options (see [llm] for its limits)".into(),
+            });
+        }
+        crate::policy::validate_selection(&selection)
+            .map_err(|(key, problem)| ConfigError::Policy { key, problem })?;
         Ok(())
     }
 
@@ -446,6 +494,23 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The policies switched on or off and their options, as configured (`[policies]`).
+    pub fn policy_selection(&self) -> crate::policy::Selection {
+        crate::policy::Selection {
+            enabled: self
+                .policies
+                .iter()
+                .filter_map(|(id, p)| p.enabled.map(|e| (id.clone(), e)))
+                .collect(),
+            options: self
+                .policies
+                .iter()
+                .map(|(id, p)| (id.clone(), p.options.clone()))
+                .collect(),
+            disabled: Default::default(),
+        }
     }
 }
 
@@ -525,6 +590,48 @@ mod tests {
             .contains("llm.api_url")
         );
         assert!(err(&[("GUARDIAN__LLM__CONCURRENCY", "0")]).contains("llm.concurrency"));
+        let off = load(&[("GUARDIAN__POLICIES__LLM-AUDIT__ENABLED", "false")]).unwrap();
+        assert_eq!(
+            off.policy_selection().enabled.get(LLM_AUDIT_POLICY),
+            Some(&false)
+        );
+    }
+
+    #[test]
+    fn policy_ids_and_options_are_validated_at_start_up() {
+        let file = |toml: &str| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("guardian.toml");
+            std::fs::write(&path, toml).expect("write");
+            Settings::load_from(Some(&path), std::iter::empty()).map(|s| s.policy_selection())
+        };
+        let err = file("[policies.branch-protection.options]\nmin_approving_reviews = \"two\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`policies.branch-protection.options.min_approving_reviews`")
+                && err.contains("expected an integer"),
+            "{err}"
+        );
+        let err = file("[policies.no-such-policy]\nenabled = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`policies.no-such-policy`: unknown policy"),
+            "{err}"
+        );
+        let err = file("[policies.readme.options]\nmin_size = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`policies.readme.options.min_size`"), "{err}");
+        let ok = file("[policies.branch-protection.options]\nmin_approving_reviews = 2\n")
+            .expect("valid options load");
+        assert_eq!(
+            ok.options["branch-protection"]["min_approving_reviews"],
+            serde_json::json!(2)
+        );
+        let err = load(&[("GUARDIAN__POLICIES__README__ENABLED", "maybe")]);
+        assert!(err.is_err());
     }
 
     #[test]

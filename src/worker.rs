@@ -31,7 +31,7 @@ pub async fn run(
     .await?;
     tracing::info!(%addr, "ops server listening (/healthz, /readyz, /metrics)");
 
-    provision::provision(&bus, &settings.nats).await?;
+    provision::provision(&bus, &settings).await?;
     // Every metric family is on the first scrape; without an LLM the token series carry
     // `model="none"` and stay at zero.
     telemetry::metrics().register_llm_model(settings.llm.model.as_deref().unwrap_or("none"));

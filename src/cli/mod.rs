@@ -182,26 +182,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             inspect::dlq(&bus, command).await
         }
         Command::Check { path, format } => {
-            let selection = crate::policy::Selection {
-                enabled: settings
-                    .policies
-                    .iter()
-                    .filter_map(|(id, p)| p.enabled.map(|e| (id.clone(), e)))
-                    .collect(),
-                options: settings
-                    .policies
-                    .iter()
-                    .map(|(id, p)| (id.clone(), p.options.clone()))
-                    .collect(),
-                disabled: Default::default(),
-            };
+            let selection = settings.policy_selection();
             let report = check::run(&path, &selection)?;
             print!("{}", report.render(format));
             Ok(ExitCode::from(report.exit_code() as u8))
         }
         Command::Provision => {
             let bus = Bus::connect(&settings.nats, "guardian-cli").await?;
-            let done = crate::bus::provision::provision(&bus, &settings.nats).await?;
+            let done = crate::bus::provision::provision(&bus, &settings).await?;
             println!(
                 "provisioned streams {}; consumers {}; buckets {}",
                 done.streams.join(", "),

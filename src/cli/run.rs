@@ -14,7 +14,7 @@ pub fn exit_code(status: RunStatus) -> ExitCode {
     match status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Partial => ExitCode::from(2),
-        RunStatus::Failed => ExitCode::from(3),
+        RunStatus::Failed | RunStatus::Stalled => ExitCode::from(3),
         RunStatus::Queued | RunStatus::Running => ExitCode::from(4),
     }
 }

@@ -14,10 +14,10 @@ use sha2::{Digest as _, Sha256};
 use super::LlmError;
 use super::prompt::SentFile;
 use super::sanitize::sanitize;
-use crate::domain::{Finding, Severity};
+use crate::domain::{Finding, Location, Severity};
 
 /// Policy id of the findings the model reports.
-pub const AUDIT_POLICY: &str = "llm-audit";
+pub use crate::config::LLM_AUDIT_POLICY as AUDIT_POLICY;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,9 +130,24 @@ pub fn audit(
                 explanation = sanitize(&item.explanation, max_chars),
             ),
             remediation: sanitize(&item.remediation, max_chars),
+            location: locate(&file.text, quote[0]).map(|(line, column)| Location {
+                path: file.path.clone(),
+                line,
+                column,
+            }),
         });
     }
     Ok(out)
+}
+
+/// 1-based line and column of the first line of `text` that reads `quoted` once trimmed.
+fn locate(text: &str, quoted: &str) -> Option<(u32, u32)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        (line.trim() == quoted).then(|| {
+            let indent = line.chars().take_while(|c| c.is_whitespace()).count();
+            (i as u32 + 1, indent as u32 + 1)
+        })
+    })
 }
 
 fn longest_backtick_run(text: &str) -> usize {
@@ -174,6 +189,11 @@ mod tests {
         assert_eq!(f.policy, AUDIT_POLICY);
         assert!(f.key.starts_with(".github/workflows/ci.yml:"));
         assert_eq!(f.severity, Severity::High);
+        let at = f.location.as_ref().expect("location");
+        assert_eq!(
+            (at.path.as_str(), at.line, at.column),
+            (".github/workflows/ci.yml", 5, 7)
+        );
         assert!(!f.details.contains("@everyone") && !f.details.contains("evil.example"));
     }
 

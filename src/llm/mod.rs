@@ -342,19 +342,8 @@ mod tests {
     }
 
     fn prompt() -> Prompt {
-        let finding = crate::domain::Finding {
-            policy: "license".into(),
-            key: "missing".into(),
-            severity: crate::domain::Severity::Medium,
-            title: "No licence".into(),
-            details: "none found".into(),
-            remediation: "Add one.".into(),
-        };
-        let repo = crate::domain::RepoRef {
-            owner: "o".into(),
-            name: "r".into(),
-        };
-        prompt::remediation(&repo, &finding, 1_000)
+        use prompt::tests::{finding, repo};
+        prompt::remediation(&repo(), &finding("none found"), 1_000)
     }
 
     #[tokio::test]

@@ -211,18 +211,18 @@ pub fn audit(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::Severity;
 
-    fn repo() -> RepoRef {
+    pub(crate) fn repo() -> RepoRef {
         RepoRef {
             owner: "o".into(),
             name: "r".into(),
         }
     }
 
-    fn finding(details: &str) -> Finding {
+    pub(crate) fn finding(details: &str) -> Finding {
         Finding {
             policy: "license".into(),
             key: "missing".into(),
@@ -230,6 +230,7 @@ mod tests {
             title: "No licence".into(),
             details: details.into(),
             remediation: "Add one.".into(),
+            location: None,
         }
     }
 

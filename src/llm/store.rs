@@ -145,7 +145,7 @@ impl LlmStore {
             },
         )
         .await?;
-        Ok(updated.map_or(0, |(s, _)| s.total()))
+        Ok(updated.map_or(0, |u| u.record.total()))
     }
 
     /// `true` for exactly one caller per run and `what` across the fleet: the one that
@@ -156,7 +156,9 @@ impl LlmStore {
             ..Default::default()
         };
         let key = format!("noted.{}.{}", key_safe(what), key_safe(run_id));
-        store::create(&self.kv, &key, &marker).await.unwrap_or(true)
+        store::create(&self.kv, &key, &marker)
+            .await
+            .map_or(true, |created| created.is_some())
     }
 }
 

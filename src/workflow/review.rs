@@ -11,16 +11,14 @@
 //! degrades to the rule-based text: the step still succeeds, the error is counted under
 //! `guardian_errors_total{kind="llm"}`, and it is logged once per run, not per finding.
 
-use base64::Engine as _;
-
 use super::Workflow;
 use super::error::StepError;
 use super::scan::forward_to_reconcile;
 use crate::bus::Step;
 use crate::bus::envelope::{Envelope, ReconcileTask, Task};
 use crate::domain::RepoRef;
-use crate::github::CachePolicy;
 use crate::github::snapshot::segment;
+use crate::github::{CachePolicy, GithubError, models};
 use crate::llm::answer::{self, AUDIT_POLICY};
 use crate::llm::prompt::{self, Prompt};
 use crate::llm::store::Counter;
@@ -47,12 +45,10 @@ pub async fn forward(wf: &Workflow, run_id: &str, task: ReconcileTask) -> Result
 
 #[tracing::instrument(skip_all, fields(run_id, repo = %task.repo))]
 pub async fn run(wf: &Workflow, run_id: &str, mut task: ReconcileTask) -> Result<(), StepError> {
-    // The switch is read again here: it takes effect for steps already queued.
-    if let Some(llm) = wf
-        .llm
-        .as_deref()
-        .filter(|_| !wf.flags.snapshot().disable_llm)
-    {
+    // The switch is read again here: it takes effect for steps already queued. A
+    // repository without issues cannot receive the text, so it costs no tokens.
+    let wanted = task.has_issues && !wf.flags.snapshot().disable_llm;
+    if let Some(llm) = wf.llm.as_deref().filter(|_| wanted) {
         let mut review = Review {
             wf,
             llm,
@@ -286,8 +282,9 @@ impl Review<'_> {
     }
 }
 
-/// The workflow files at `head`, as text. Served from the shared ETag cache when the scan
-/// already read them (trees and contents by commit SHA are immutable).
+/// The workflow files at `head`, as text. Read exactly as the scan reads files (the tree
+/// and the blobs by SHA, both immutable), so they come from the shared ETag cache without
+/// a request when the scan already read them.
 async fn workflow_files(
     wf: &Workflow,
     repo: &RepoRef,
@@ -297,50 +294,38 @@ async fn workflow_files(
         return Ok(vec![]);
     };
     let base = format!("/repos/{}/{}", segment(&repo.owner), segment(&repo.name));
-    let unreadable = |e: crate::github::GithubError| format!("workflow files unreadable: {e}");
-    let tree = wf
+    let unreadable = |e: GithubError| format!("workflow files unreadable: {e}");
+    let path = format!("{base}/git/trees/{sha}?recursive=1");
+    let Some(page) = wf
         .github
-        .get(
-            &format!("{base}/git/trees/{sha}?recursive=1"),
-            CachePolicy::Immutable,
-        )
+        .get(&path, CachePolicy::Immutable)
         .await
-        .map_err(unreadable)?;
-    let paths: Vec<String> = tree
-        .and_then(|t| serde_json::from_value::<Tree>(t.body).ok())
-        .map(|t| t.tree)
-        .unwrap_or_default()
+        .map_err(unreadable)?
+    else {
+        return Ok(vec![]);
+    };
+    let tree: models::Tree = models::decode(&page, &path).map_err(unreadable)?;
+    let mut files = Vec::new();
+    for entry in tree
+        .tree
         .into_iter()
         .filter(|e| e.kind == "blob" && is_workflow(&e.path))
-        .map(|e| e.path)
         .take(MAX_WORKFLOW_FILES)
-        .collect();
-    let mut files = Vec::new();
-    for path in paths {
-        let encoded: Vec<String> = path.split('/').map(segment).collect();
-        let url = format!("{base}/contents/{}?ref={sha}", encoded.join("/"));
+    {
+        let path = format!("{base}/git/blobs/{}", entry.sha);
         let Some(page) = wf
             .github
-            .get(&url, CachePolicy::Immutable)
+            .get(&path, CachePolicy::Immutable)
             .await
             .map_err(unreadable)?
         else {
             continue;
         };
-        let Ok(content) = serde_json::from_value::<Content>(page.body) else {
-            return Err(format!(
-                "workflow file {path} came back in an unknown shape"
-            ));
-        };
-        let compact: String = content
-            .content
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(compact)
-            .map_err(|e| format!("workflow file {path} is not valid base64: {e}"))?;
-        files.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+        let blob: models::Blob = models::decode(&page, &path).map_err(unreadable)?;
+        let text = blob
+            .text()
+            .ok_or_else(|| format!("workflow file {} is not UTF-8 text", entry.path))?;
+        files.push((entry.path, text));
     }
     Ok(files)
 }
@@ -349,23 +334,6 @@ fn is_workflow(path: &str) -> bool {
     path.strip_prefix(".github/workflows/").is_some_and(|name| {
         !name.contains('/') && (name.ends_with(".yml") || name.ends_with(".yaml"))
     })
-}
-
-#[derive(serde::Deserialize)]
-struct Tree {
-    tree: Vec<TreeEntry>,
-}
-
-#[derive(serde::Deserialize)]
-struct TreeEntry {
-    path: String,
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(serde::Deserialize)]
-struct Content {
-    content: String,
 }
 
 #[cfg(test)]

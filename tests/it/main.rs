@@ -8,4 +8,5 @@ mod helpers;
 mod llm;
 mod malformed;
 mod operations;
+mod policies;
 mod telemetry;
