@@ -294,17 +294,11 @@ async fn workflow_files(
         return Ok(vec![]);
     };
     let base = format!("/repos/{}/{}", segment(&repo.owner), segment(&repo.name));
-    let unreadable = |e: GithubError| format!("workflow files unreadable: {e}");
-    let path = format!("{base}/git/trees/{sha}?recursive=1");
-    let Some(page) = wf
-        .github
-        .get(&path, CachePolicy::Immutable)
-        .await
-        .map_err(unreadable)?
+    let Some(tree) =
+        immutable::<models::Tree>(wf, &format!("{base}/git/trees/{sha}?recursive=1")).await?
     else {
         return Ok(vec![]);
     };
-    let tree: models::Tree = models::decode(&page, &path).map_err(unreadable)?;
     let mut files = Vec::new();
     for entry in tree
         .tree
@@ -313,21 +307,28 @@ async fn workflow_files(
         .take(MAX_WORKFLOW_FILES)
     {
         let path = format!("{base}/git/blobs/{}", entry.sha);
-        let Some(page) = wf
-            .github
-            .get(&path, CachePolicy::Immutable)
-            .await
-            .map_err(unreadable)?
-        else {
+        let Some(blob) = immutable::<models::Blob>(wf, &path).await? else {
             continue;
         };
-        let blob: models::Blob = models::decode(&page, &path).map_err(unreadable)?;
         let text = blob
             .text()
             .ok_or_else(|| format!("workflow file {} is not UTF-8 text", entry.path))?;
         files.push((entry.path, text));
     }
     Ok(files)
+}
+
+/// A GitHub resource that never changes (by SHA), typed; `None` when GitHub has none.
+async fn immutable<T: serde::de::DeserializeOwned>(
+    wf: &Workflow,
+    path: &str,
+) -> Result<Option<T>, String> {
+    let unreadable = |e: GithubError| format!("workflow files unreadable: {e}");
+    match wf.github.get(path, CachePolicy::Immutable).await {
+        Ok(Some(page)) => models::decode(&page, path).map(Some).map_err(unreadable),
+        Ok(None) => Ok(None),
+        Err(e) => Err(unreadable(e)),
+    }
 }
 
 fn is_workflow(path: &str) -> bool {
