@@ -179,13 +179,29 @@ impl LlmClient {
     /// `Retry-After` up to `llm.max_retry_after`), and counts the reported usage in
     /// `guardian_llm_tokens_total`. The usage of every answered attempt is returned even
     /// when a later check rejects the text, because those tokens were spent.
-    #[tracing::instrument(skip_all, fields(model = %self.model, schema = prompt.schema_name))]
+    #[tracing::instrument(
+        name = "llm chat",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %self.model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            schema = prompt.schema_name,
+        )
+    )]
     pub async fn complete(&self, prompt: &Prompt) -> Result<Completion, LlmError> {
         let mut attempt = 0;
         loop {
             let result = self.attempt(prompt).await;
             let error = match result {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    let span = tracing::Span::current();
+                    span.record("gen_ai.usage.input_tokens", c.usage.prompt);
+                    span.record("gen_ai.usage.output_tokens", c.usage.completion);
+                    return Ok(c);
+                }
                 Err(e) if !e.retryable() || attempt >= self.settings.max_retries => return Err(e),
                 Err(e) => e,
             };
