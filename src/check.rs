@@ -22,6 +22,30 @@ use crate::policy::{self, Selection};
 /// not part of the repository's files on GitHub either.
 const SKIPPED_DIRS: &[&str] = &[".git", "target", "node_modules"];
 
+/// Lines of the table fit a terminal this wide.
+const TABLE_WIDTH: usize = 100;
+
+/// `text` broken at spaces into lines of at most `width` characters (a longer word keeps
+/// its line), continuation lines starting with `indent`; ends with a newline.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let len = line.chars().count();
+        if len > indent.len() && len + 1 + word.chars().count() > width {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.to_string();
+        } else if !line.is_empty() && !line.ends_with(' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 /// Branch assumed when the checkout does not say (no `.git`, or a detached head).
 const FALLBACK_BRANCH: &str = "main";
 
@@ -263,7 +287,8 @@ impl CheckReport {
         }
         let _ = writeln!(out, "\nHow to fix:");
         for f in &self.findings {
-            let _ = writeln!(out, "- {}: {}", f.fingerprint(), summary(&f.remediation));
+            let item = format!("- {}: {}", f.fingerprint(), summary(&f.remediation));
+            out.push_str(&wrap(&item, TABLE_WIDTH, "  "));
         }
         let count = self.findings.len();
         let noun = if count == 1 { "finding" } else { "findings" };
@@ -509,6 +534,18 @@ mod tests {
         assert!(table.contains("- license/missing: Without a license"));
         let total = format!("\n2 findings in {}.\n", report.path.display());
         assert!(table.ends_with(&total), "{table}");
+    }
+
+    #[test]
+    fn remediation_lines_are_wrapped_to_the_table_width() {
+        let text = wrap(&"word ".repeat(60), 40, "  ");
+        assert!(text.lines().count() > 1);
+        assert!(text.lines().all(|l| l.chars().count() <= 40), "{text}");
+        assert!(
+            text.lines().skip(1).all(|l| l.starts_with("  word")),
+            "{text}"
+        );
+        assert_eq!(wrap("short", 40, "  "), "short\n");
     }
 
     #[test]

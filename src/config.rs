@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything a `guardian` process can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub nats: NatsSettings,
@@ -32,7 +32,7 @@ pub struct Settings {
     pub policies: BTreeMap<String, PolicySettings>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// Server URL(s), comma separated.
@@ -41,6 +41,7 @@ pub struct NatsSettings {
     pub creds: Option<PathBuf>,
     /// User and password (config-file auth, as in `deploy/nats`), instead of `creds`.
     pub user: Option<String>,
+    #[serde(serialize_with = "redacted")]
     pub password: Option<SecretString>,
     /// Stream replicas: 1 for a single server, 3 on a 3-node cluster.
     pub replicas: usize,
@@ -59,7 +60,7 @@ pub struct NatsSettings {
     /// when even this runs out, the server's max-deliveries advisory dead-letters it.
     pub server_max_deliver: i64,
     /// Redelivery delays after a transient failure (the last one repeats).
-    #[serde(deserialize_with = "durations")]
+    #[serde(deserialize_with = "durations", serialize_with = "serialize_durations")]
     pub backoff: Vec<Duration>,
     /// How long the audit trail in `GUARDIAN_EVENTS` is kept.
     #[serde(with = "humantime_serde")]
@@ -69,13 +70,14 @@ pub struct NatsSettings {
     pub dlq_max_age: Duration,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSettings {
     /// REST API base URL: `https://api.github.com`, a GitHub Enterprise Server
     /// `https://HOST/api/v3`, or the test double.
     pub api_url: String,
     /// Personal access or installation token.
+    #[serde(serialize_with = "redacted")]
     pub token: Option<SecretString>,
     /// Per-request timeout.
     #[serde(with = "humantime_serde")]
@@ -118,13 +120,14 @@ pub const LLM_AUDIT_POLICY: &str = "llm-audit";
 
 /// The optional review step's model (`[llm]`); see `docs/llm.md`. Without both `api_url`
 /// and `model`, no step calls a model and nothing else here matters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmSettings {
     /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp); the client
     /// posts to `{api_url}/chat/completions`.
     pub api_url: Option<String>,
     /// Sent as `Authorization: Bearer …` when set; local servers usually need none.
+    #[serde(serialize_with = "redacted")]
     pub api_key: Option<SecretString>,
     pub model: Option<String>,
     /// Per-request timeout; a slower answer counts as a failed call.
@@ -183,14 +186,14 @@ impl LlmSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Address of the ops server (`/healthz`, `/readyz`, `/metrics`).
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     /// Steps handled at once by one worker, per step.
@@ -213,7 +216,7 @@ pub struct WorkerSettings {
     pub sweep_interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepConcurrency {
     pub plan: usize,
@@ -222,7 +225,7 @@ pub struct StepConcurrency {
     pub reconcile: usize,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line, for production log shipping.
@@ -231,7 +234,27 @@ pub enum LogFormat {
     Human,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl LogFormat {
+    pub const NAMES: [&'static str; 2] = ["json", "human"];
+}
+
+/// By hand rather than derived, so a typo reads `unknown value "xml", expected one of:
+/// json, human` instead of naming Rust's enum and its "variant constructor".
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "human" => Ok(LogFormat::Human),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown value {raw:?}, expected one of: {}",
+                LogFormat::NAMES.join(", ")
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
@@ -240,7 +263,7 @@ pub struct TelemetrySettings {
 }
 
 /// Which repositories of an organisation or user a run covers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetFilters {
     pub include_archived: bool,
@@ -252,7 +275,7 @@ pub struct TargetFilters {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySettings {
     /// Overrides the policy's default on/off.
@@ -284,6 +307,19 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
                 .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
         })
         .collect()
+}
+
+fn serialize_durations<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+}
+
+/// Secrets never leave their type: a set secret is shown as a placeholder, an unset one as
+/// absent (`guardian config defaults`).
+fn redacted<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
 }
 
 const DEFAULTS: &str = include_str!("../config/defaults.toml");
@@ -344,6 +380,15 @@ impl Settings {
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The built-in defaults alone: no file, no environment (`guardian config defaults`).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
         Ok(settings)
     }
 

@@ -23,24 +23,30 @@ let
   list = items: "[ ${builtins.concatStringsSep ", " (map quote items)} ]";
   concatMap = f: xs: builtins.concatLists (map f xs);
 
-  service = "repo-guardian";
+  # The names come from the worker's own definition of them (src/bus/mod.rs, DESIGN §3), so a
+  # stream or bucket added there is covered here without retyping it.
+  busSource = builtins.readFile ../../src/bus/mod.rs;
+  constants =
+    pattern:
+    let
+      found = builtins.filter builtins.isList (
+        builtins.split "pub const ${pattern}: &str = \"([^\"]+)\";" busSource
+      );
+    in
+    if found == [ ] then
+      throw "deploy/nats: no constant matching ${pattern} in src/bus/mod.rs"
+    else
+      map builtins.head found;
+  single = pattern: builtins.head (constants pattern);
+
+  service = single "SERVICE_NAME";
   endpoints = [
-    "guardian.run"
-    "guardian.status"
+    (single "RUN_ENDPOINT")
+    (single "STATUS_ENDPOINT")
   ];
-  workStream = "GUARDIAN_WORK";
-  ownStreams = [
-    workStream
-    "GUARDIAN_EVENTS"
-    "GUARDIAN_DLQ"
-  ];
-  # The key-value buckets of DESIGN §3; a bucket B is the stream KV_B with subjects $KV.B.>.
-  buckets = [
-    "guardian_runs"
-    "guardian_repos"
-    "guardian_http"
-    "guardian_flags"
-  ];
+  ownStreams = constants "[A-Z_]+_STREAM";
+  # A bucket B is the stream KV_B with subjects $KV.B.>.
+  buckets = constants "[A-Z_]+_BUCKET";
   streams = ownStreams ++ map (b: "KV_${b}") buckets;
 
   # The micro service protocol: PING/INFO/STATS, for all services, by name, by name and id.
@@ -76,7 +82,7 @@ let
     "guardian.dlq.>"
     "$JS.API.INFO"
     # `guardian dlq replay` removes a replayed dead letter.
-    "$JS.API.STREAM.MSG.DELETE.GUARDIAN_DLQ"
+    "$JS.API.STREAM.MSG.DELETE.${single "DLQ_STREAM"}"
   ]
   ++ concatMap streamApi streams
   ++ map (b: "$KV.${b}.>") buckets;
@@ -92,7 +98,7 @@ let
     "$JS.API.INFO"
     "$JS.API.STREAM.NAMES"
     "$JS.API.STREAM.LIST"
-    "$KV.guardian_flags.>"
+    "$KV.${single "FLAGS_BUCKET"}.>"
   ]
   ++ endpoints
   ++ serviceDiscovery
@@ -226,6 +232,8 @@ in
     '';
 
   inherit
+    buckets
+    ownStreams
     workerPublish
     workerSubscribe
     triggerPublish

@@ -33,8 +33,7 @@ let
   inherit (import ../lib.nix)
     seconds
     minutes
-    merge
-    pickEnv
+    configFor
     requireDigest
     jobHeader
     ;
@@ -59,8 +58,6 @@ let
   # worker job (deploy/nomad) connects to the same names on port 4222.
   environments = {
     dev = {
-      region = "dev";
-      datacenters = [ "dev1" ];
       peers = [
         "nats-0.dev.internal"
         "nats-1.dev.internal"
@@ -74,11 +71,6 @@ let
       maxMemoryStore = "256M";
     };
     staging = {
-      region = "staging";
-      datacenters = [
-        "stg1"
-        "stg2"
-      ];
       peers = [
         "nats-0.staging.internal"
         "nats-1.staging.internal"
@@ -90,12 +82,6 @@ let
       };
     };
     prod = {
-      region = "prod";
-      datacenters = [
-        "prod1"
-        "prod2"
-        "prod3"
-      ];
       peers = [
         "nats-0.prod.internal"
         "nats-1.prod.internal"
@@ -108,7 +94,7 @@ let
     };
   };
 
-  cfg = merge (merge common (pickEnv "deploy/nats" environments env)) overrides;
+  cfg = configFor "deploy/nats" common environments env overrides;
 
   routes = map (peer: "${peer}:${toString cfg.clusterPort}") cfg.peers;
 

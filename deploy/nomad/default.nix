@@ -27,8 +27,7 @@ let
   inherit (import ../lib.nix)
     seconds
     minutes
-    merge
-    pickEnv
+    configFor
     requireDigest
     jobHeader
     ;
@@ -57,8 +56,6 @@ let
 
   environments = {
     dev = {
-      region = "dev";
-      datacenters = [ "dev1" ];
       count = 1;
       scaling = {
         min = 1;
@@ -81,11 +78,6 @@ let
       rustLog = "info,repo_guardian=debug";
     };
     staging = {
-      region = "staging";
-      datacenters = [
-        "stg1"
-        "stg2"
-      ];
       count = 2;
       scaling = {
         min = 2;
@@ -106,12 +98,6 @@ let
       rustLog = "info";
     };
     prod = {
-      region = "prod";
-      datacenters = [
-        "prod1"
-        "prod2"
-        "prod3"
-      ];
       count = 3;
       scaling = {
         min = 3;
@@ -134,9 +120,7 @@ let
     };
   };
 
-  chosen = pickEnv "deploy/nomad" environments env;
-
-  cfg = merge (merge common chosen) overrides;
+  cfg = configFor "deploy/nomad" common environments env overrides;
 
   imageRef = requireDigest "deploy/nomad" image;
 

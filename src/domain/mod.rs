@@ -106,6 +106,27 @@ pub struct Snapshot {
     pub unavailable: BTreeMap<Input, String>,
 }
 
+impl Snapshot {
+    /// A snapshot of `repo` at `default_branch` with nothing observed yet: no files, no
+    /// metadata flags, protection unknown. Builders fill in what they see.
+    pub fn new(repo: RepoRef, default_branch: impl Into<String>) -> Self {
+        Snapshot {
+            repo,
+            default_branch: default_branch.into(),
+            head_sha: None,
+            archived: false,
+            fork: false,
+            private: false,
+            license_spdx: None,
+            files: BTreeSet::new(),
+            protection: Protection::Unknown,
+            from_github: false,
+            contents: BTreeMap::new(),
+            unavailable: BTreeMap::new(),
+        }
+    }
+}
+
 /// One problem found by one policy in one repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {

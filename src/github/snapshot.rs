@@ -9,8 +9,6 @@
 //! branch that vanished during the scan. A truly empty repository (GitHub answers 409, or
 //! reports size 0 and no branch) is a complete snapshot with no files.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use super::models::{self, decode};
 use super::{CachePolicy, GithubClient, GithubError};
 use crate::domain::{Input, Protection, RepoMeta, RepoRef, Snapshot};
@@ -130,20 +128,12 @@ pub async fn build(
         None => read_meta(client, repo).await?.0,
     };
     let head = head(client, repo, &mut meta).await?;
-    let mut snapshot = Snapshot {
-        repo: repo.clone(),
-        default_branch: meta.default_branch.clone(),
-        head_sha: None,
-        archived: meta.archived,
-        fork: meta.fork,
-        private: meta.private,
-        license_spdx: meta.license_spdx.clone(),
-        files: BTreeSet::new(),
-        protection: Protection::Unknown,
-        from_github: true,
-        contents: BTreeMap::new(),
-        unavailable: BTreeMap::new(),
-    };
+    let mut snapshot = Snapshot::new(repo.clone(), meta.default_branch.clone());
+    snapshot.archived = meta.archived;
+    snapshot.fork = meta.fork;
+    snapshot.private = meta.private;
+    snapshot.license_spdx = meta.license_spdx.clone();
+    snapshot.from_github = true;
     let branch = match head {
         Head::Found(branch) => branch,
         Head::EmptyRepository => {

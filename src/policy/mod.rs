@@ -280,23 +280,13 @@ pub(crate) mod test_support {
     pub(crate) struct SnapshotBuilder(Snapshot);
 
     pub(crate) fn snapshot() -> SnapshotBuilder {
-        SnapshotBuilder(Snapshot {
-            repo: RepoRef {
+        SnapshotBuilder(Snapshot::new(
+            RepoRef {
                 owner: "octo".into(),
                 name: "demo".into(),
             },
-            default_branch: "main".into(),
-            head_sha: None,
-            archived: false,
-            fork: false,
-            private: false,
-            license_spdx: None,
-            files: BTreeSet::new(),
-            protection: Protection::Unknown,
-            from_github: false,
-            contents: BTreeMap::new(),
-            unavailable: BTreeMap::new(),
-        })
+            "main",
+        ))
     }
 
     impl SnapshotBuilder {

@@ -1,7 +1,9 @@
 //! Integration tests: real `nats-server`, real `guardian worker` processes, the GitHub
 //! double. One binary, shared helpers.
 
+mod cli;
 mod compat;
+mod docs;
 mod faults;
 mod fleet;
 mod helpers;

@@ -6,6 +6,7 @@
 //! NATS cluster configuration over TLS) and `scrape.rs` (Prometheus' Nomad discovery).
 //! Nothing here talks to a network.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -15,6 +16,7 @@ use serde_json::Value;
 /// Placeholder images, pinned by digest as the job functions require.
 pub const WORKER_IMAGE: &str = "ghcr.io/example/repo-guardian@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const NATS_IMAGE: &str = "docker.io/library/nats@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+pub const VECTOR_IMAGE: &str = "docker.io/timberio/vector@sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// The three environments, in promotion order.
 pub const ENVS: [&str; 3] = ["dev", "staging", "prod"];
 
@@ -78,24 +80,36 @@ pub fn eval_file(file: &str, args: &[(&str, &str)]) -> Result<Value, String> {
     nix_eval(&argv)
 }
 
+/// Renders `file` for `env` with `image` once per test process; later calls reuse the text.
+fn rendered(file: &str, env: &str, image: &str) -> String {
+    static CACHE: Mutex<BTreeMap<(String, String), String>> = Mutex::new(BTreeMap::new());
+    let key = (file.to_owned(), env.to_owned());
+    if let Some(json) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return json.clone();
+    }
+    let json = eval_file(file, &[("env", env), ("image", image)])
+        .unwrap_or_else(|e| panic!("rendering {file} for {env} failed: {e}"))
+        .to_string();
+    CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, json.clone());
+    json
+}
+
 /// The rendered worker job of `env`, as JSON text.
 pub fn worker_job_json(env: &str) -> String {
-    let job = eval_file(
-        "deploy/nomad/default.nix",
-        &[("env", env), ("image", WORKER_IMAGE)],
-    )
-    .unwrap_or_else(|e| panic!("rendering the {env} worker job failed: {e}"));
-    job.to_string()
+    rendered("deploy/nomad/default.nix", env, WORKER_IMAGE)
 }
 
 /// The rendered NATS cluster job of `env`, as JSON text.
 pub fn nats_job_json(env: &str) -> String {
-    let job = eval_file(
-        "deploy/nats/default.nix",
-        &[("env", env), ("image", NATS_IMAGE)],
-    )
-    .unwrap_or_else(|e| panic!("rendering the {env} NATS job failed: {e}"));
-    job.to_string()
+    rendered("deploy/nats/default.nix", env, NATS_IMAGE)
+}
+
+/// The rendered log shipper job of `env`, as JSON text.
+pub fn logging_job_json(env: &str) -> String {
+    rendered("deploy/logging/default.nix", env, VECTOR_IMAGE)
 }
 
 /// Decodes a rendered job strictly, panicking with serde's message (which names the

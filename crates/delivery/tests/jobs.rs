@@ -8,7 +8,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use delivery::{ENVS, NATS_IMAGE, WORKER_IMAGE, decode, eval_file, nats_job_json, worker_job_json};
+use delivery::{
+    ENVS, NATS_IMAGE, WORKER_IMAGE, decode, eval_file, logging_job_json, nats_job_json, repo_root,
+    worker_job_json,
+};
 use nomad_api::job::{Job, Task, TaskGroup};
 use serde_json::Value;
 
@@ -18,6 +21,10 @@ fn worker(env: &str) -> Job {
 
 fn nats(env: &str) -> Job {
     decode(&format!("the {env} NATS job"), &nats_job_json(env)).Job
+}
+
+fn logging(env: &str) -> Job {
+    decode(&format!("the {env} logging job"), &logging_job_json(env)).Job
 }
 
 fn only_group(job: &Job) -> &TaskGroup {
@@ -40,13 +47,15 @@ fn every_rendered_job_decodes_into_nomads_job_api() {
     for env in ENVS {
         let worker = worker(env);
         let nats = nats(env);
-        for job in [&worker, &nats] {
+        for job in [&worker, &nats, &logging(env)] {
             assert_eq!(job.Namespace.as_deref(), Some("repo-guardian"), "{env}");
             assert_eq!(
                 job.Region.as_deref(),
                 Some(env),
                 "{env}: one region per environment"
             );
+        }
+        for job in [&worker, &nats] {
             let spreads = job.Spreads.as_deref().unwrap_or_default();
             assert!(
                 spreads.iter().any(|s| s.Attribute == "${node.datacenter}"),
@@ -66,6 +75,9 @@ fn every_rendered_job_decodes_into_nomads_job_api() {
         );
     }
 }
+
+/// A change made to a rendered job before decoding it.
+type Change = Box<dyn Fn(&mut Value)>;
 
 /// Renders prod, applies `change` to the JSON, and returns the decode error.
 fn decode_error_after(change: impl Fn(&mut Value)) -> String {
@@ -87,7 +99,7 @@ fn rename(object: &mut Value, from: &str, to: &str) {
 
 #[test]
 fn a_misspelt_field_or_a_duration_string_fails_the_decode() {
-    let cases: [(&str, Box<dyn Fn(&mut Value)>, &str); 6] = [
+    let cases: [(&str, Change, &str); 6] = [
         (
             "Spreads misspelt as Spread",
             Box::new(|j| rename(&mut j["Job"], "Spreads", "Spread")),
@@ -363,6 +375,7 @@ fn worker_scales_on_the_queue_backlog_with_a_valid_autoscaler_policy() {
 
 #[test]
 fn workers_connect_over_tls_to_the_peers_of_their_environments_cluster() {
+    let route_host = regex::Regex::new(r"@([a-z0-9.-]+):\d+").unwrap();
     for env in ENVS {
         let urls = only_task(only_group(&worker(env))).Env.as_ref().unwrap()["GUARDIAN__NATS__URL"]
             .clone();
@@ -380,8 +393,7 @@ fn workers_connect_over_tls_to_the_peers_of_their_environments_cluster() {
             .EmbeddedTmpl
             .clone()
             .unwrap();
-        let peers: BTreeSet<String> = regex::Regex::new(r"@([a-z0-9.-]+):\d+")
-            .unwrap()
+        let peers: BTreeSet<String> = route_host
             .captures_iter(&config)
             .map(|c| format!("tls://{}:{client_port}", &c[1]))
             .collect();
@@ -469,29 +481,105 @@ fn nats_cluster_is_three_tls_nodes_named_by_node_with_a_jetstream_health_check()
 }
 
 #[test]
-fn the_deployer_acl_may_submit_both_jobs() {
-    let acl = std::fs::read_to_string(delivery::repo_root().join("deploy/nomad/acl/deployer.hcl"))
-        .unwrap();
+fn the_deployer_acl_may_submit_every_job() {
+    let acl = std::fs::read_to_string(repo_root().join("deploy/nomad/acl/deployer.hcl")).unwrap();
+    assert!(acl.contains("\"submit-job\""));
     for env in ENVS {
-        for job in [worker(env), nats(env)] {
+        for job in [worker(env), nats(env), logging(env)] {
             let ns = job.Namespace.clone().unwrap();
             assert!(
                 acl.contains(&format!("namespace \"{ns}\"")),
                 "{env}: deployer rules for {ns}"
             );
-        }
-        for (_, volume) in only_group(&nats(env)).Volumes.clone().unwrap() {
-            let rule = regex::Regex::new(&format!(
-                r#"host_volume "{}" \{{\s*capabilities = \["mount-readwrite"\]"#,
-                regex::escape(&volume.Source)
-            ))
-            .unwrap();
-            assert!(
-                rule.is_match(&acl),
-                "{env}: the deployer may mount host volume {}",
-                volume.Source
-            );
+            for group in job.TaskGroups.iter().flatten() {
+                for volume in group.Volumes.iter().flat_map(|v| v.values()) {
+                    let capability = if volume.ReadOnly == Some(true) {
+                        "mount-readonly"
+                    } else {
+                        "mount-readwrite"
+                    };
+                    let rule = regex::Regex::new(&format!(
+                        r#"host_volume "{}" \{{\s*capabilities = \["{capability}"\]"#,
+                        regex::escape(&volume.Source)
+                    ))
+                    .unwrap();
+                    assert!(
+                        rule.is_match(&acl),
+                        "{env}: the deployer may {capability} host volume {}",
+                        volume.Source
+                    );
+                }
+            }
         }
     }
-    assert!(acl.contains("\"submit-job\""));
+}
+
+#[test]
+fn the_log_shipper_runs_vector_yaml_verbatim_on_every_client() {
+    let config = std::fs::read_to_string(repo_root().join("deploy/logging/vector.yaml")).unwrap();
+    for env in ENVS {
+        let job = logging(env);
+        assert_eq!(job.Type.as_deref(), Some("system"), "{env}: one per client");
+        let group = only_group(&job);
+        let task = only_task(group);
+        let template = &task.Templates.as_ref().unwrap()[0];
+        assert_eq!(template.EmbeddedTmpl.as_deref(), Some(config.as_str()));
+        let left = template.LeftDelim.clone().unwrap();
+        assert_ne!(
+            left, "{{",
+            "{env}: Vector's {{{{ }}}} must not be read by Nomad"
+        );
+        assert!(!config.contains(&left), "{env}: no {left} in vector.yaml");
+        let mount = &task.VolumeMounts.as_ref().unwrap()[0];
+        assert!(config.contains(&format!(
+            "{}/*/alloc/logs/guardian.stderr.",
+            mount.Destination
+        )));
+        assert_eq!(mount.ReadOnly, Some(true));
+        let env_vars = task.Env.as_ref().unwrap();
+        assert!(config.contains("${VECTOR_DATA_DIR"), "{env}");
+        assert!(env_vars["VECTOR_DATA_DIR"].starts_with("/alloc/"), "{env}");
+    }
+}
+
+#[test]
+fn the_worker_may_use_every_stream_and_bucket_the_worker_defines() {
+    let bus = std::fs::read_to_string(repo_root().join("src/bus/mod.rs")).unwrap();
+    let constant =
+        regex::Regex::new(r#"pub const [A-Z_]+_(STREAM|BUCKET): &str = "([^"]+)";"#).unwrap();
+    for env in ENVS {
+        let job = nats(env);
+        let config = only_task(only_group(&job)).Templates.as_ref().unwrap()[0]
+            .EmbeddedTmpl
+            .clone()
+            .unwrap();
+        let worker = &config
+            [config.find("user: \"worker\"").unwrap()..config.find("user: \"trigger\"").unwrap()];
+        let mut seen = 0;
+        for c in constant.captures_iter(&bus) {
+            seen += 1;
+            let stream = if &c[1] == "BUCKET" {
+                format!("KV_{}", &c[2])
+            } else {
+                c[2].to_owned()
+            };
+            for subject in [
+                format!("$JS.API.STREAM.CREATE.{stream}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            ] {
+                assert!(
+                    worker.contains(&format!("\"{subject}\"")),
+                    "{env}: worker may {subject}"
+                );
+            }
+            if &c[1] == "BUCKET" {
+                assert!(
+                    worker.contains(&format!("\"$KV.{}.>\"", &c[2])),
+                    "{env}: worker may use {}",
+                    &c[2]
+                );
+            }
+        }
+        assert!(seen >= 7, "found the streams and buckets of src/bus/mod.rs");
+    }
 }

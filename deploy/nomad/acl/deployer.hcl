@@ -28,3 +28,8 @@ namespace "repo-guardian" {
 host_volume "nats-jetstream" {
   capabilities = ["mount-readwrite"]
 }
+
+# The log shipper (deploy/logging) reads the clients' allocation logs through this one.
+host_volume "nomad-alloc-logs" {
+  capabilities = ["mount-readonly"]
+}
