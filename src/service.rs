@@ -18,7 +18,7 @@ use crate::domain::Target;
 use crate::store::runs::{RunRecord, RunStatus, RunStore, parse_run_id, truncate};
 
 /// A validated `guardian.run` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunRequest {
     pub target: String,
     #[serde(default)]
@@ -27,7 +27,7 @@ pub struct RunRequest {
 
 /// The reply of `guardian.run`: the run started, or — with `existing` — the run of the same
 /// target that is still active (one active run per target).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunAccepted {
     pub run_id: String,
     pub status: String,
