@@ -66,6 +66,11 @@ impl Step {
         format!("guardian.dlq.{}", self.as_str())
     }
 
+    /// How the worker names this step's consumer task in logs and `/readyz`.
+    pub fn consumer_task(self) -> String {
+        format!("the {} consumer", self.consumer())
+    }
+
     /// Durable consumer name, `guardian-<step>`.
     pub fn consumer(self) -> String {
         format!("guardian-{}", self.as_str())
@@ -271,18 +276,21 @@ impl Bus {
 /// comma-separated list loses its user and password.
 pub fn redact_url(url: &str) -> String {
     url.split(',')
-        .map(|one| match url::Url::parse(one.trim()) {
-            Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.to_string()
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = match one.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, one),
+            };
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let rest = match rest[..authority_end].rfind('@') {
+                Some(at) => &rest[at + 1..],
+                None => rest,
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{rest}"),
+                None => rest.to_string(),
             }
-            Ok(_) => one.trim().to_string(),
-            // Not a URL we can parse: drop anything before an `@`, which may be user info.
-            Err(_) => match one.rsplit_once('@') {
-                Some((_, host)) => host.to_string(),
-                None => one.trim().to_string(),
-            },
         })
         .collect::<Vec<_>>()
         .join(",")

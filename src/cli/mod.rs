@@ -380,7 +380,11 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
         }
         Command::Check { path, format } => {
             let selection = settings.policy_selection();
+            // A checkout that cannot be checked exits 2 (see `exit::report`).
             let report = check::run(&path, &selection)?;
+            for note in report.notes() {
+                eprintln!("{note}");
+            }
             emit(&report.render(format));
             Ok(ExitCode::from(report.exit_code() as u8))
         }

@@ -705,6 +705,34 @@ impl RunStore {
         Ok(updated.and_then(|(r, became_final)| became_final.then_some(r)))
     }
 
+    /// Ends a run that never started running (its plan could not be queued, or never
+    /// completed) with `status` and the reason. Returns the record when this call made it
+    /// final.
+    pub async fn end_unplanned(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        step: &str,
+        reason: &str,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let updated = self
+            .update(run_id, |r| {
+                if r.status != RunStatus::Queued {
+                    return false;
+                }
+                r.push_error(RunError {
+                    repo: None,
+                    step: step.to_string(),
+                    message: reason.to_string(),
+                });
+                r.finish();
+                r.status = status;
+                true
+            })
+            .await?;
+        Ok(updated.and_then(|(r, became_final)| became_final.then_some(r)))
+    }
+
     /// Makes `run_id` the active run of `target`, unless another run of the target is still
     /// active: then that run's id. A stale index (its run is final or gone) is replaced.
     pub async fn claim_target(

@@ -16,6 +16,7 @@ pub mod issue_plan;
 pub mod plan;
 pub mod reconcile;
 pub mod scan;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -171,49 +172,33 @@ impl Workflow {
 
     /// Ends a run whose plan failed for good: nothing pending stays pending.
     pub async fn fail_run(&self, run_id: &str, step: &str, reason: &str) -> Result<(), StepError> {
-        let updated = self
+        if let Some(record) = self
             .runs
-            .update(run_id, |r| {
-                if r.status.is_final() {
-                    return false;
-                }
-                r.push_error(RunError {
-                    repo: None,
-                    step: step.to_string(),
-                    message: reason.to_string(),
-                });
-                if r.status == RunStatus::Queued {
-                    r.finish();
-                    r.status = RunStatus::Failed;
-                }
-                true
-            })
-            .await?;
-        match updated {
-            Some((record, true)) => self.finished(&record).await,
-            Some((record, false)) if record.status == RunStatus::Running => {
-                // The plan failed after fanning out: every repository not yet settled
-                // fails with the plan's reason (scans already running may still finish
-                // first; the first outcome stays).
-                for p in self.runs.repo_progress(run_id).await? {
-                    if p.status == RepoStatus::Pending
-                        && let Some(record) = self
-                            .runs
-                            .complete_repo(
-                                run_id,
-                                &p.repo,
-                                &RepoOutcome::Failed {
-                                    step: step.to_string(),
-                                    reason: format!("the plan failed: {reason}"),
-                                },
-                            )
-                            .await?
-                    {
-                        self.finished(&record).await;
-                    }
-                }
+            .end_unplanned(run_id, RunStatus::Failed, step, reason)
+            .await?
+        {
+            self.finished(&record).await;
+            return Ok(());
+        }
+        // The plan failed after fanning out: every repository not yet settled fails with
+        // the plan's reason (scans already running may still finish first; the first
+        // outcome stays).
+        for p in self.runs.repo_progress(run_id).await? {
+            if p.status == RepoStatus::Pending
+                && let Some(record) = self
+                    .runs
+                    .complete_repo(
+                        run_id,
+                        &p.repo,
+                        &RepoOutcome::Failed {
+                            step: step.to_string(),
+                            reason: format!("the plan failed: {reason}"),
+                        },
+                    )
+                    .await?
+            {
+                self.finished(&record).await;
             }
-            _ => {}
         }
         Ok(())
     }

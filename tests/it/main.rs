@@ -6,6 +6,7 @@ mod compat;
 mod docs;
 mod faults;
 mod fleet;
+mod fleet_core;
 mod helpers;
 mod malformed;
 mod operations;
