@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod github;
+pub mod llm;
 pub mod local;
 pub mod ops;
 pub mod policy;

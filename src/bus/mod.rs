@@ -30,6 +30,8 @@ pub const HTTP_BUCKET: &str = "guardian_http";
 pub const FLAGS_BUCKET: &str = "guardian_flags";
 pub const LEASES_BUCKET: &str = "guardian_leases";
 pub const DEFERRALS_BUCKET: &str = "guardian_deferrals";
+/// LLM answer cache and token budgets (`crate::llm::store`).
+pub const LLM_BUCKET: &str = "guardian_llm";
 pub const SERVICE_NAME: &str = "repo-guardian";
 pub const RUN_ENDPOINT: &str = "guardian.run";
 pub const STATUS_ENDPOINT: &str = "guardian.status";

@@ -158,6 +158,10 @@ pub enum Command {
         /// Built-in GitHub double with the organisation demo-org, on a NATS server of its own.
         #[arg(long)]
         demo: bool,
+        /// With --demo: also serve a built-in deterministic OpenAI-compatible model double
+        /// and review findings with it (see docs/llm.md).
+        #[arg(long, requires = "demo")]
+        demo_llm: bool,
     },
     /// One-shot run on an embedded fleet of its own (dry run unless --apply).
     #[command(
@@ -399,7 +403,7 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
             ));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev { demo } => local::dev(settings, demo).await,
+        Command::Dev { demo, demo_llm } => local::dev(settings, demo, demo_llm).await,
         Command::Scan {
             target,
             apply,

@@ -162,6 +162,13 @@ pub fn record(record: &RunRecord) -> String {
             line("held back", counts(&record.planned, true));
         }
     }
+    if !record.llm_tokens.is_zero() {
+        let t = record.llm_tokens;
+        line(
+            "llm",
+            format!("{} prompt + {} completion tokens", t.prompt, t.completion),
+        );
+    }
     if let (Some(start), Some(end)) = (record.started_at, record.finished_at) {
         let took = (end - start).whole_milliseconds().max(0) as u64;
         line(

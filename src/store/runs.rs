@@ -83,6 +83,30 @@ impl IssueCounts {
     }
 }
 
+/// LLM tokens as the provider reported them (`usage.prompt_tokens`, `.completion_tokens`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct LlmTokens {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl LlmTokens {
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+
+    pub fn add(&mut self, other: LlmTokens) {
+        self.prompt += other.prompt;
+        self.completion += other.completion;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +179,9 @@ pub struct RunRecord {
     /// The `done` event of a final run is stored in `GUARDIAN_EVENTS`.
     #[serde(default)]
     pub done_published: bool,
+    /// Tokens the review step spent on this run (absent when none).
+    #[serde(default, skip_serializing_if = "LlmTokens::is_zero")]
+    pub llm_tokens: LlmTokens,
 }
 
 impl Record for RunRecord {
@@ -374,6 +401,7 @@ impl RunRecord {
             errors: vec![],
             summary: None,
             done_published: false,
+            llm_tokens: LlmTokens::default(),
         }
     }
 

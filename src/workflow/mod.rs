@@ -2,7 +2,7 @@
 //! completes each run exactly once.
 //!
 //! ```text
-//! guardian.run ─► plan ─► scan (per repo) ─► reconcile (per repo) ─► run final status
+//! guardian.run ─► plan ─► scan (per repo) ─► [review] ─► reconcile (per repo) ─► run final status
 //! ```
 //! Every handler is idempotent because JetStream delivers at least once: fan-out publishes
 //! carry deterministic `Nats-Msg-Id`s, issue writes happen under a fenced per-repository
@@ -15,6 +15,7 @@ pub mod error;
 pub mod issue_plan;
 pub mod plan;
 pub mod reconcile;
+pub mod review;
 pub mod scan;
 pub mod sweep;
 
@@ -47,6 +48,8 @@ pub struct Workflow {
     pub leases: LeaseStore,
     pub settings: Arc<Settings>,
     pub flags: Flags,
+    /// The review step's model, cache and budgets; `None` when no model is configured.
+    pub llm: Option<Arc<crate::llm::Llm>>,
     /// Identifies this worker in leases and logs.
     pub worker_id: String,
 }
@@ -70,6 +73,7 @@ impl Workflow {
             repos: RepoStore::new(bus.kv(REPOS_BUCKET).await?),
             leases: LeaseStore::new(bus.kv(LEASES_BUCKET).await?),
             github,
+            llm: crate::llm::Llm::connect(&bus, &settings.llm).await?,
             bus,
             settings,
             flags,
@@ -254,8 +258,7 @@ impl StepHandler for Handler {
             match envelope.task {
                 Task::Plan(t) => plan::run(&wf, &run_id, t).await,
                 Task::Scan(t) => scan::run(&wf, &run_id, t).await,
-                // Without an LLM configured, review is a pass-through to reconcile.
-                Task::Review(t) => scan::forward_to_reconcile(&wf, &run_id, t).await,
+                Task::Review(t) => review::run(&wf, &run_id, t).await,
                 Task::Reconcile(t) => reconcile::run(&wf, &run_id, t).await,
             }
         }

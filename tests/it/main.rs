@@ -8,6 +8,7 @@ mod faults;
 mod fleet;
 mod fleet_core;
 mod helpers;
+mod llm;
 mod malformed;
 mod operations;
 mod policies;
