@@ -17,7 +17,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 /// The workflow steps, as used in the `step` label.
 pub const STEPS: [&str; 4] = ["plan", "scan", "review", "reconcile"];
 /// Final run statuses, as used in `guardian_run_duration_seconds{outcome}`.
-pub const RUN_OUTCOMES: [&str; 3] = ["succeeded", "partial", "failed"];
+pub const RUN_OUTCOMES: [&str; 4] = ["succeeded", "partial", "failed", "stalled"];
 /// Step outcomes: `ok` (acked), `retry` (nak with delay), `failed` (terminated and
 /// dead-lettered), as used in `guardian_step_duration_seconds{outcome}`.
 pub const STEP_OUTCOMES: [&str; 3] = ["ok", "retry", "failed"];

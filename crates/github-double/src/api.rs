@@ -446,15 +446,19 @@ fn list_repos(st: &State, req: &Req, owner: &str, org_route: bool) -> Out {
     if desc {
         repos.reverse();
     }
-    let items = repos
-        .into_iter()
-        .map(|r| render::repo_minimal(&req.base, r, Some(account)))
-        .collect();
-    paginate(req, items)
+    paginate_with(req, repos, |r| {
+        render::repo_minimal(&req.base, r, Some(account))
+    })
 }
 
 /// Slices `items` per `per_page`/`page` and adds GitHub's `Link` header.
 fn paginate(req: &Req, items: Vec<Value>) -> Out {
+    paginate_with(req, items, |v| v)
+}
+
+/// Like [`paginate`], rendering only the items of the page asked for (listing an
+/// organisation of tens of thousands of repositories renders 100 per page, not all).
+fn paginate_with<T>(req: &Req, items: Vec<T>, render: impl Fn(T) -> Value) -> Out {
     let per_page = req
         .param("per_page")
         .and_then(|v| v.parse::<usize>().ok())
@@ -470,6 +474,7 @@ fn paginate(req: &Req, items: Vec<Value>) -> Out {
         .into_iter()
         .skip((page - 1) * per_page)
         .take(per_page)
+        .map(render)
         .collect();
     let mut out = Out::json(200, Value::Array(slice));
     let link_to = |n: usize| {
