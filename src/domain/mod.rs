@@ -100,6 +100,10 @@ pub struct Snapshot {
     /// files), by path. Only files listed in `files` appear here.
     #[serde(default)]
     pub contents: BTreeMap<String, String>,
+    /// Files recognised as executables by their first bytes (path → kind), where those
+    /// bytes were read: local checkouts, for files without an extension.
+    #[serde(default)]
+    pub magic: BTreeMap<String, String>,
     /// Parts that could not be observed, with the reason (a 403, a truncated tree…). A
     /// policy that needs one of them is reported as not evaluated instead of guessing.
     #[serde(default)]
@@ -122,6 +126,7 @@ impl Snapshot {
             protection: Protection::Unknown,
             from_github: false,
             contents: BTreeMap::new(),
+            magic: BTreeMap::new(),
             unavailable: BTreeMap::new(),
         }
     }

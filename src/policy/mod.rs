@@ -14,9 +14,11 @@ use crate::domain::{Finding, Input, Location, Severity, Snapshot};
 #[cfg(test)]
 use crate::domain::{Protection, RepoRef};
 
+mod binary_artifacts;
 mod branch_protection;
 mod codeowners;
 mod dangerous_workflow;
+mod dependency_updates;
 mod files;
 mod license;
 mod pinned_actions;
@@ -52,6 +54,25 @@ pub(crate) fn parse_options<T: DeserializeOwned>(
             _ => path,
         };
         OptionError { option, problem }
+    })
+}
+
+/// The glob set of a list option (`allow = ["bin/*"]`); a bad pattern is an error naming
+/// its index (`allow[2]`).
+pub(crate) fn glob_option(
+    option: &str,
+    patterns: &[String],
+) -> Result<globset::GlobSet, OptionError> {
+    let mut set = globset::GlobSetBuilder::new();
+    for (n, pattern) in patterns.iter().enumerate() {
+        set.add(globset::Glob::new(pattern).map_err(|e| OptionError {
+            option: format!("{option}[{n}]"),
+            problem: format!("bad pattern {pattern:?}: {e}"),
+        })?);
+    }
+    set.build().map_err(|e| OptionError {
+        option: option.to_owned(),
+        problem: e.to_string(),
     })
 }
 
@@ -97,13 +118,25 @@ pub fn all() -> Vec<Box<dyn Policy>> {
             workflow_permissions::WorkflowPermissions,
         )),
         Box::new(workflows::Workflows(pinned_actions::PinnedActions)),
+        Box::new(binary_artifacts::BinaryArtifacts),
+        Box::new(dependency_updates::DependencyUpdates),
     ]
 }
 
 /// Whether the policies read the text of the file at `path` (workflows, composite
 /// actions, configuration files). Snapshot builders fetch exactly these.
 pub fn reads_contents(path: &str) -> bool {
-    workflows::is_workflow(path) || workflows::is_action(path)
+    workflows::is_workflow(path)
+        || workflows::is_action(path)
+        || dependency_updates::DEPENDABOT.contains(&path)
+}
+
+/// What kind of executable `head` (a file's first bytes) is, by its magic number.
+pub fn executable_kind(head: &[u8]) -> Option<&'static str> {
+    binary_artifacts::MAGIC
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, kind)| *kind)
 }
 
 /// The policy with id `id`.
@@ -238,6 +271,8 @@ pub fn remediation(id: &str) -> Option<&'static str> {
         (dangerous_workflow::ID, dangerous_workflow::REMEDIATION),
         (workflow_permissions::ID, workflow_permissions::REMEDIATION),
         (pinned_actions::ID, pinned_actions::REMEDIATION),
+        (binary_artifacts::ID, binary_artifacts::REMEDIATION),
+        (dependency_updates::ID, dependency_updates::REMEDIATION),
     ];
     REMEDIATIONS
         .iter()
@@ -419,6 +454,7 @@ mod tests {
             local,
             [
                 "codeowners/missing",
+                "dependency-updates/missing",
                 "license/missing",
                 "readme/missing",
                 "security-policy/missing"
@@ -434,7 +470,7 @@ mod tests {
         selection.disabled.insert("license".into());
         let evaluation = evaluate(&snap, &selection, true);
         let ids: Vec<_> = evaluation.findings.into_iter().map(|f| f.policy).collect();
-        assert_eq!(ids, ["codeowners", "security-policy"]);
+        assert_eq!(ids, ["codeowners", "dependency-updates", "security-policy"]);
         assert_eq!(
             evaluation.evaluated,
             [
@@ -442,7 +478,9 @@ mod tests {
                 "codeowners",
                 "dangerous-workflow",
                 "workflow-permissions",
-                "pinned-actions"
+                "pinned-actions",
+                "binary-artifacts",
+                "dependency-updates"
             ]
         );
     }
