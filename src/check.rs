@@ -282,7 +282,13 @@ pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError
         }
     }
     let local = snapshot_from_dir(path)?;
-    let evaluation = policy::evaluate(&local.snapshot, selection, true);
+    let mut selection = selection.clone();
+    selection
+        .today
+        .get_or_insert_with(|| time::OffsetDateTime::now_utc().date());
+    let mut evaluation = policy::evaluate(&local.snapshot, &selection, true);
+    // Suppressed findings are accepted by the owners: not reported as findings here.
+    evaluation.findings.retain(|f| f.suppressed.is_none());
     Ok(CheckReport {
         path: path.to_path_buf(),
         findings: evaluation.findings,

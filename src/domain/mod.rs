@@ -150,6 +150,46 @@ pub struct Finding {
     /// Where in the repository the problem is, when it is in one file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// Set when the repository's owners suppressed this finding (`.github/repo-guardian.yml`):
+    /// its issue is closed with their reason instead of being kept open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Suppression>,
+}
+
+/// Why the owners accept a finding, as they wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub reason: SuppressionReason,
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Last day the suppression holds (`YYYY-MM-DD`); the finding counts again after it.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// The reasons an owner may give for suppressing a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuppressionReason {
+    /// The finding is in test data, not in what ships.
+    TestData,
+    /// Fixed in a way the policy cannot see.
+    Remediated,
+    /// The policy does not apply to this repository.
+    NotApplicable,
+    /// The risk is known and accepted.
+    AcceptedRisk,
+}
+
+impl std::fmt::Display for SuppressionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SuppressionReason::TestData => "test-data",
+            SuppressionReason::Remediated => "remediated",
+            SuppressionReason::NotApplicable => "not-applicable",
+            SuppressionReason::AcceptedRisk => "accepted-risk",
+        })
+    }
 }
 
 /// A position in a file of the repository: 1-based line and column.
