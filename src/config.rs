@@ -311,15 +311,9 @@ pub struct TargetFilters {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySettings {
-    /// Overrides the policy's default on/off.
-    pub enabled: Option<bool>,
-    /// Policy-specific options, documented with each policy.
-    #[serde(default)]
-    pub options: BTreeMap<String, serde_json::Value>,
-}
+/// Per-policy switches and options; the type lives with the policies, which the owners'
+/// `.github/repo-guardian.yml` configures with the same shape.
+pub use crate::policy::PolicySettings;
 
 /// Configuration could not be loaded; the message names the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -609,7 +603,7 @@ impl Settings {
                 .iter()
                 .map(|(id, p)| (id.clone(), p.options.clone()))
                 .collect(),
-            disabled: Default::default(),
+            ..Default::default()
         }
     }
 }

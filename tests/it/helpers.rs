@@ -12,6 +12,9 @@ use repo_guardian::config::Settings;
 use repo_guardian::local::NatsServer;
 use repo_guardian::store::runs::RunRecord;
 
+/// A valid Dependabot configuration, so seeded repositories satisfy `dependency-updates`.
+pub const DEPENDABOT: &str = "version: 2\nupdates:\n  - package-ecosystem: cargo\n    directory: /\n    schedule:\n      interval: weekly\n";
+
 /// The GitHub token every test uses; tests assert it never leaks.
 pub const TOKEN: &str = "ghp_SECRETtestTOKEN0123456789abcdefXYZ";
 
@@ -182,6 +185,7 @@ impl Harness {
             ("README.md", "# hello\n"),
             ("SECURITY.md", "Report to security@example.com\n"),
             (".github/CODEOWNERS", "* @octo/team\n"),
+            (".github/dependabot.yml", DEPENDABOT),
         ] {
             self.double.put_file(owner, name, path, text);
         }
