@@ -23,15 +23,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let readiness = Readiness::new(Some(bus.client.clone()));
     let ops_shutdown = CancellationToken::new();
-    let (addr, ops_task) = ops::serve(
+    let webhooks = crate::webhook::router(bus.clone(), &settings.webhook, settings.nats.replicas);
+    let (addr, ops_task) = ops::serve_with(
         settings.http.listen,
         readiness.clone(),
+        webhooks.unwrap_or_default(),
         ops_shutdown.clone(),
     )
     .await?;
     tracing::info!(%addr, "ops server listening (/healthz, /readyz, /metrics)");
 
     provision::provision(&bus, &settings.nats).await?;
+    crate::schedule::provision(&bus, settings.nats.replicas).await?;
     // Every metric family is on the first scrape; without an LLM the token series carry
     // `model="none"` and stay at zero.
     telemetry::metrics().register_llm_model(settings.llm.model.as_deref().unwrap_or("none"));
@@ -81,6 +84,12 @@ pub async fn run(
             }
         });
     }
+    tasks.spawn(crate::schedule::run(
+        bus.clone(),
+        settings.schedules.clone(),
+        workflow.worker_id.clone(),
+        shutdown.clone(),
+    ));
     readiness.set_ready(true);
     tracing::info!(worker = %workflow.worker_id, "worker ready");
 

@@ -8,3 +8,4 @@ mod helpers;
 mod malformed;
 mod operations;
 mod telemetry;
+mod webhooks;
