@@ -7,5 +7,6 @@ mod fleet;
 mod helpers;
 mod malformed;
 mod operations;
+mod schedules;
 mod telemetry;
 mod webhooks;
