@@ -73,7 +73,9 @@
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.callPackage ./nix/dev-shell.nix { };
-        # What the deploy workflows need, and nothing else.
+        # Deploying by hand. The deploy workflows do not use it: nixpkgs' Nomad is unfree, so
+        # the binary cache has no build and this shell compiles it; they install HashiCorp's
+        # signed release with deploy/nomad/install-nomad.sh instead.
         deploy = pkgs.mkShell {
           packages = [
             pkgs.nomad

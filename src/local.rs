@@ -1,6 +1,8 @@
-//! The embedded local default: a `nats-server` with JetStream started on demand for
-//! `guardian dev` and `guardian scan`, with its store in a project-local directory, and the
-//! same process wrapper the integration tests use (so there is one way to start a server).
+//! The embedded local default: a `nats-server` with JetStream started for `guardian dev`
+//! and `guardian scan`, and the same process wrapper the integration tests use (so there is
+//! one way to start a server). `scan` and `dev --demo` always start their own server with a
+//! temporary store; plain `dev` joins a server that answers at `nats.url` or starts one
+//! with its store in a project-local directory.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -91,6 +93,12 @@ impl NatsServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How the server ended, once it has (a crash, a kill, a fatal error); `None` while
+    /// it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.

@@ -29,8 +29,8 @@ pub const SCHEDULES_BUCKET: &str = "guardian_schedules";
 const MAX_NAP: Duration = Duration::from_secs(30);
 
 /// One configured schedule, parsed and validated when the configuration is loaded.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawSchedule")]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(try_from = "RawSchedule", into = "RawSchedule")]
 pub struct Schedule {
     /// Key of the schedule in `guardian_schedules`; stable across restarts and releases.
     pub name: String,
@@ -49,15 +49,33 @@ pub enum Cadence {
 }
 
 /// `[[schedules]]` as written in the configuration.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
     name: Option<String>,
     target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     cron: Option<String>,
     #[serde(default)]
     dry_run: bool,
+}
+
+impl From<Schedule> for RawSchedule {
+    fn from(s: Schedule) -> Self {
+        let (every, cron) = match &s.cadence {
+            Cadence::Every(d) => (Some(humantime::format_duration(*d).to_string()), None),
+            Cadence::Cron(c) => (None, Some(c.pattern.to_string())),
+        };
+        RawSchedule {
+            name: Some(s.name),
+            target: s.target.to_string(),
+            every,
+            cron,
+            dry_run: s.dry_run,
+        }
+    }
 }
 
 impl TryFrom<RawSchedule> for Schedule {

@@ -33,7 +33,7 @@ pub async fn run(
     .await?;
     tracing::info!(%addr, "ops server listening (/healthz, /readyz, /metrics)");
 
-    provision::provision(&bus, &settings.nats).await?;
+    provision::provision(&bus, &settings).await?;
     crate::schedule::provision(&bus, settings.nats.replicas).await?;
     // Every metric family is on the first scrape; without an LLM the token series carry
     // `model="none"` and stay at zero.

@@ -4,18 +4,28 @@
 #     --argstr env prod --argstr image docker.io/library/nats@sha256:<64 hex>
 #
 # prints `{ "Job": … }` for `nomad job run -json`. With `--argstr output config` it prints
-# instead the nats-server configuration of node 0 with dummy passwords (a JSON string),
-# which `.ci/delivery.sh` checks with `nats-server -t -c FILE`.
+# instead the nats-server configuration text (a JSON string) with the values of `--arg test
+# { … }` in place of the Nomad template expressions: the delivery tests start a real 3-node
+# cluster on loopback from it.
 #
 # Each node runs on its own Nomad client of node class "nats" (distinct hosts), with static
-# ports 4222 (clients), 6222 (routes) and 8222 (monitoring), host networking, and its
-# JetStream store on the host volume "nats-jetstream". Passwords come from the Nomad
-# Variable nomad/jobs/nats (keys worker_password, trigger_password, sys_password,
-# route_password); user passwords may be stored as bcrypt hashes (`nats server passwd`).
+# ports 4222 (clients, TLS), 6222 (routes, mutual TLS) and 8222 (monitoring), host
+# networking, and its JetStream store on the host volume "nats-jetstream". Its server_name
+# is the Nomad node's name, so a name always goes with the same store (an allocation index
+# would not: index 0 may land on another host after a reschedule).
+#
+# Secrets come from the Nomad Variable nomad/jobs/nats (see docs/operations/secrets.md):
+# worker_password, trigger_password, ops_password, sys_password (plain or bcrypt hashes from
+# `nats server passwd`), route_password (plain: also in the route URLs), and tls_cert,
+# tls_key, tls_ca (PEM: one certificate for the cluster, valid for every peer name, for
+# server and client authentication). A missing key fails the template instead of rendering
+# `<no value>`.
 {
   env,
   image,
   output ? "job",
+  # For output = "config": the values that Nomad's templates fill in on a cluster.
+  test ? { },
   overrides ? { },
   ...
 }:
@@ -23,8 +33,7 @@ let
   inherit (import ../lib.nix)
     seconds
     minutes
-    merge
-    pickEnv
+    configFor
     requireDigest
     jobHeader
     ;
@@ -39,6 +48,8 @@ let
     monitorPort = 8222;
     hostVolume = "nats-jetstream";
     storeDir = "/data/jetstream";
+    # Inside the container: Nomad mounts the task's secrets/ directory at /secrets.
+    tlsDir = "/secrets/tls";
     maxFileStore = "20G";
     maxMemoryStore = "1G";
   };
@@ -47,8 +58,6 @@ let
   # worker job (deploy/nomad) connects to the same names on port 4222.
   environments = {
     dev = {
-      region = "dev";
-      datacenters = [ "dev1" ];
       peers = [
         "nats-0.dev.internal"
         "nats-1.dev.internal"
@@ -62,11 +71,6 @@ let
       maxMemoryStore = "256M";
     };
     staging = {
-      region = "staging";
-      datacenters = [
-        "stg1"
-        "stg2"
-      ];
       peers = [
         "nats-0.staging.internal"
         "nats-1.staging.internal"
@@ -78,12 +82,6 @@ let
       };
     };
     prod = {
-      region = "prod";
-      datacenters = [
-        "prod1"
-        "prod2"
-        "prod3"
-      ];
       peers = [
         "nats-0.prod.internal"
         "nats-1.prod.internal"
@@ -96,7 +94,7 @@ let
     };
   };
 
-  cfg = merge (merge common (pickEnv "deploy/nats" environments env)) overrides;
+  cfg = configFor "deploy/nats" common environments env overrides;
 
   routes = map (peer: "${peer}:${toString cfg.clusterPort}") cfg.peers;
 
@@ -119,26 +117,36 @@ let
     );
 
   varPath = "nomad/jobs/${cfg.jobId}";
+  # `.key` (not `index . "key"`): with ErrMissingKey a missing key is a render error.
   fromVar = key: "{{ with nomadVar \"${varPath}\" }}{{ .${key} }}{{ end }}";
 
-  # Inside the job: names and passwords are filled in by Nomad's template engine.
+  tlsFiles = {
+    cert = "cert.pem";
+    key = "key.pem";
+    ca = "ca.pem";
+  };
+  tlsPaths = builtins.mapAttrs (_: file: "${cfg.tlsDir}/${file}") tlsFiles;
+
+  # Inside the job: names, passwords and certificates are filled in by Nomad's templates.
   jobConfig = renderFor {
-    serverName = "nats-{{ env \"NOMAD_ALLOC_INDEX\" }}";
+    serverName = "{{ env \"node.unique.name\" }}";
+    tls = tlsPaths;
     workerPassword = fromVar "worker_password";
     triggerPassword = fromVar "trigger_password";
+    opsPassword = fromVar "ops_password";
     sysPassword = fromVar "sys_password";
     routePassword = fromVar "route_password";
   };
 
-  # For `nats-server -t`: the same text with dummy values and a local store.
-  testConfig = renderFor {
-    serverName = "nats-0";
-    storeDir = "/tmp/guardian-nats-config-check";
-    workerPassword = "dummy-worker-password";
-    triggerPassword = "dummy-trigger-password";
-    sysPassword = "dummy-sys-password";
-    routePassword = "dummy-route-password";
-  };
+  # Outside Nomad: the same text with the caller's values (tests).
+  testConfig = renderFor test;
+
+  secretTemplate = args: {
+    ChangeMode = "signal";
+    ChangeSignal = "SIGHUP";
+    Perms = "0400";
+    ErrMissingKey = true;
+  } // args;
 
   imageRef = requireDigest "deploy/nats" image;
 
@@ -173,7 +181,7 @@ let
         AutoPromote = false;
         Stagger = seconds 30;
       };
-      Spread = [
+      Spreads = [
         {
           Attribute = "\${node.datacenter}";
           Weight = 100;
@@ -218,10 +226,14 @@ let
               Tags = [ "env-${env}" ];
               Checks = [
                 {
-                  Name = "jetstream-healthy";
+                  # Plain /healthz fails until this node's JetStream has caught up (meta
+                  # leader known, its streams and consumers current), so a rolling update
+                  # waits for that before stopping the next node. `?js-enabled-only=true`
+                  # would pass as soon as JetStream is switched on.
+                  Name = "jetstream-current";
                   Type = "http";
                   Protocol = "http";
-                  Path = "/healthz?js-enabled-only=true";
+                  Path = "/healthz";
                   PortLabel = "monitor";
                   Interval = seconds 10;
                   Timeout = seconds 2;
@@ -254,15 +266,17 @@ let
                   ReadOnly = false;
                 }
               ];
+              # SIGHUP reloads users, passwords and certificates without a restart.
               Templates = [
-                {
+                (secretTemplate {
                   DestPath = "secrets/nats.conf";
                   EmbeddedTmpl = jobConfig;
-                  ChangeMode = "signal";
-                  ChangeSignal = "SIGHUP";
-                  Perms = "0400";
-                }
-              ];
+                })
+              ]
+              ++ map (key: secretTemplate {
+                DestPath = "secrets/tls/${tlsFiles.${key}}";
+                EmbeddedTmpl = fromVar "tls_${key}" + "\n";
+              }) (builtins.attrNames tlsFiles);
               Resources = {
                 CPU = cfg.resources.cpu;
                 MemoryMB = cfg.resources.memoryMb;

@@ -10,6 +10,9 @@
 #   the HTTP checks itself and uses them for deployment health;
 # - task driver "docker" with the image pinned by digest;
 # - secrets only through templates reading Nomad Variables (workload identity), never in Env;
+#   every template fails on a missing key (ErrMissingKey) instead of rendering `<no value>`;
+# - NATS over TLS (`tls://` URLs of the cluster's peers, deploy/nats); the cluster's CA comes
+#   from the variable key `nats_ca` and is added to the trust store through SSL_CERT_DIR;
 # - every duration in nanoseconds, as the Nomad API wants; the only strings that look like
 #   durations are inside `Scaling.Policy`, which the Nomad Autoscaler parses itself.
 {
@@ -24,8 +27,7 @@ let
   inherit (import ../lib.nix)
     seconds
     minutes
-    merge
-    pickEnv
+    configFor
     requireDigest
     jobHeader
     ;
@@ -54,8 +56,6 @@ let
 
   environments = {
     dev = {
-      region = "dev";
-      datacenters = [ "dev1" ];
       count = 1;
       scaling = {
         min = 1;
@@ -66,18 +66,18 @@ let
         memoryMb = 256;
         memoryMaxMb = 512;
       };
-      natsUrls = [ "nats://nats.dev.internal:4222" ];
+      # The peers of the dev cluster of deploy/nats (one replica per stream is enough in dev).
+      natsUrls = [
+        "tls://nats-0.dev.internal:4222"
+        "tls://nats-1.dev.internal:4222"
+        "tls://nats-2.dev.internal:4222"
+      ];
       natsReplicas = 1;
       autoPromote = true;
       otlpEndpoint = "http://\${attr.unique.network.ip-address}:4318";
       rustLog = "info,repo_guardian=debug";
     };
     staging = {
-      region = "staging";
-      datacenters = [
-        "stg1"
-        "stg2"
-      ];
       count = 2;
       scaling = {
         min = 2;
@@ -89,21 +89,15 @@ let
         memoryMaxMb = 768;
       };
       natsUrls = [
-        "nats://nats-0.staging.internal:4222"
-        "nats://nats-1.staging.internal:4222"
-        "nats://nats-2.staging.internal:4222"
+        "tls://nats-0.staging.internal:4222"
+        "tls://nats-1.staging.internal:4222"
+        "tls://nats-2.staging.internal:4222"
       ];
       autoPromote = true;
       otlpEndpoint = "http://otel-collector.staging.internal:4318";
       rustLog = "info";
     };
     prod = {
-      region = "prod";
-      datacenters = [
-        "prod1"
-        "prod2"
-        "prod3"
-      ];
       count = 3;
       scaling = {
         min = 3;
@@ -115,9 +109,9 @@ let
         memoryMaxMb = 1024;
       };
       natsUrls = [
-        "nats://nats-0.prod.internal:4222"
-        "nats://nats-1.prod.internal:4222"
-        "nats://nats-2.prod.internal:4222"
+        "tls://nats-0.prod.internal:4222"
+        "tls://nats-1.prod.internal:4222"
+        "tls://nats-2.prod.internal:4222"
       ];
       # Production canaries wait for a human: `nomad deployment promote`.
       autoPromote = false;
@@ -126,9 +120,7 @@ let
     };
   };
 
-  chosen = pickEnv "deploy/nomad" environments env;
-
-  cfg = merge (merge common chosen) overrides;
+  cfg = configFor "deploy/nomad" common environments env overrides;
 
   imageRef = requireDigest "deploy/nomad" image;
 
@@ -147,53 +139,51 @@ let
   natsUrlList = builtins.concatStringsSep "," cfg.natsUrls;
 
 
-  secretEnvTemplate = builtins.concatStringsSep "\n" (
-    [
-      "{{- with nomadVar \"${varPath}\" }}"
-      "GUARDIAN__GITHUB__TOKEN={{ .github_token }}"
-      "{{- with .llm_api_key }}"
-      "GUARDIAN__LLM__API_KEY={{ . }}"
-      "{{- end }}"
-    ]
-    ++ (
-      if natsAuth == "creds" then
-        [ "GUARDIAN__NATS__CREDS={{ env \"NOMAD_SECRETS_DIR\" }}/nats.creds" ]
-      else
-        [
-          "GUARDIAN__NATS__USER={{ .nats_user }}"
-          "GUARDIAN__NATS__PASSWORD={{ .nats_password }}"
-        ]
+  # Every template reads the job's own variable (workload identity grants exactly
+  # nomad/jobs/<job id>) with `.key`, and sets ErrMissingKey: a key missing from the
+  # variable stops the task with a template error instead of starting it with `<no value>`.
+  # The one optional key, llm_api_key, is found by ranging over the keys, which never fails.
+  fromVar = body: "{{ with nomadVar \"${varPath}\" }}${body}{{ end }}";
+
+  secretEnvTemplate = (
+    builtins.concatStringsSep "\n" (
+      [
+        ""
+        "GUARDIAN__GITHUB__TOKEN={{ .github_token }}"
+      ]
+      ++ (
+        if natsAuth == "creds" then
+          [ "GUARDIAN__NATS__CREDS={{ env \"NOMAD_SECRETS_DIR\" }}/nats.creds" ]
+        else
+          [
+            "GUARDIAN__NATS__USER={{ .nats_user }}"
+            "GUARDIAN__NATS__PASSWORD={{ .nats_password }}"
+          ]
+      )
+      ++ [
+        "{{- range $key, $value := . }}{{ if eq $key \"llm_api_key\" }}"
+        "GUARDIAN__LLM__API_KEY={{ $value }}"
+        "{{- end }}{{ end }}"
+        ""
+      ]
     )
-    ++ [
-      "{{- end }}"
-      ""
-    ]
   );
 
+  secretFile = dest: body: extra: {
+    DestPath = dest;
+    EmbeddedTmpl = fromVar body + "\n";
+    ChangeMode = "restart";
+    Perms = "0400";
+    ErrMissingKey = true;
+  } // extra;
+
   templates = [
-    {
-      DestPath = "secrets/guardian.env";
-      EmbeddedTmpl = secretEnvTemplate;
-      Envvars = true;
-      ChangeMode = "restart";
-      Perms = "0400";
-      ErrMissingKey = false;
-    }
+    (secretFile "secrets/guardian.env" secretEnvTemplate { Envvars = true; })
+    # The CA of the NATS cluster's certificate, alone in its directory (SSL_CERT_DIR).
+    (secretFile "secrets/nats-ca/ca.pem" "{{ .nats_ca }}" { })
   ]
   ++ (
-    if natsAuth == "creds" then
-      [
-        {
-          DestPath = "secrets/nats.creds";
-          EmbeddedTmpl = "{{ with nomadVar \"${varPath}\" }}{{ .nats_creds }}{{ end }}\n";
-          Envvars = false;
-          ChangeMode = "restart";
-          Perms = "0400";
-          ErrMissingKey = true;
-        }
-      ]
-    else
-      [ ]
+    if natsAuth == "creds" then [ (secretFile "secrets/nats.creds" "{{ .nats_creds }}" { }) ] else [ ]
   );
 
   update = {
@@ -237,6 +227,9 @@ let
       GUARDIAN__GITHUB__API_URL = cfg.githubApiUrl;
       GUARDIAN__TELEMETRY__LOG_FORMAT = "json";
       GUARDIAN__NATS__REPLICAS = toString cfg.natsReplicas;
+      # rustls-native-certs (used by the NATS client) reads SSL_CERT_FILE (the image's CA
+      # bundle) and every file in SSL_CERT_DIR: the cluster's CA joins the public ones.
+      SSL_CERT_DIR = "\${NOMAD_SECRETS_DIR}/nats-ca";
       OTEL_SERVICE_NAME = "repo-guardian";
       OTEL_EXPORTER_OTLP_ENDPOINT = cfg.otlpEndpoint;
       OTEL_EXPORTER_OTLP_PROTOCOL = "http/protobuf";
@@ -317,7 +310,7 @@ let
       Unlimited = true;
     };
     # Never two workers of a group on one node when it can be helped.
-    Spread = [
+    Spreads = [
       {
         Attribute = "\${node.unique.id}";
         Weight = 50;
@@ -370,7 +363,7 @@ builtins.seq cfg (builtins.seq imageRef (builtins.seq natsAuth {
       }
     ];
     Update = update;
-    Spread = [
+    Spreads = [
       {
         Attribute = "\${node.datacenter}";
         Weight = 100;

@@ -2,10 +2,20 @@
 //! decides what happens to a message after its step ran ([`decide`]).
 //!
 //! A message is acked when its step succeeded, nak'ed with a delay when it failed
-//! transiently, and terminated — after its dead letter is safely stored and the failure
-//! recorded on its run — when it failed permanently or ran out of deliveries. Undecodable
-//! payloads are permanent failures. On shutdown the loop stops fetching, lets in-flight
-//! steps finish within the drain timeout and hands the rest back with a nak.
+//! transiently, deferred (nak'ed until GitHub's budget is back, without using up its
+//! delivery budget) when GitHub's budget is exhausted, and terminated — after its dead
+//! letter is safely stored and the failure recorded on its run — when it failed permanently
+//! or used up the application's delivery budget (`nats.max_deliver`). The server's
+//! MaxDeliver (`nats.server_max_deliver`) is far above that budget; a message that still
+//! exhausts it without an outcome (crashes, drains) is dead-lettered from the server's
+//! max-deliveries advisory ([`watch_max_deliveries`]). Undecodable payloads are permanent
+//! failures. When the dead letter or its record on the run cannot be stored, the message is
+//! nak'ed instead: never lost.
+//!
+//! Consumers take work only while the kill switches are known and `pause_runs` is off, and
+//! steps that call GitHub take none while the fleet-wide "GitHub budget exhausted" time
+//! lies ahead. On shutdown the loop stops fetching, lets in-flight steps finish within the
+//! drain timeout and hands the rest back with a nak.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,41 +29,52 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use super::envelope::Envelope;
-use super::flags::Flags;
-use super::{Bus, BusError, Step, WORK_STREAM, dlq};
+use super::flags::{self, Flags};
+use super::outcome::{ErrorKind, StepError};
+use super::{Bus, BusError, DEFERRALS_BUCKET, Step, WORK_STREAM, dlq};
 use crate::config::NatsSettings;
+use crate::domain::RepoRef;
 use crate::telemetry;
-use crate::workflow::error::StepError;
 
 /// What becomes of a message once its step returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     Ack,
     Nak(Duration),
+    /// Nak for the given time without counting the delivery against the budget.
+    Defer(Duration),
     Terminate(String),
 }
 
 /// Longest delay a nak may ask for; a rate-limit reset further away is retried then.
 const MAX_NAK_DELAY: Duration = Duration::from_secs(3600);
+/// Shortest deferral, so a reset that is due already does not spin.
+const MIN_DEFER: Duration = Duration::from_secs(1);
 
-/// The single decision: ack, nak with delay, or terminate (dead-letter). Never both, never
-/// neither.
+/// The single decision: ack, nak with delay, defer, or terminate (dead-letter). Never
+/// both, never neither. `deferred` deliveries (GitHub budget waits) do not count against
+/// `max_deliver`, the application's budget.
 pub fn decide(
     result: &Result<(), StepError>,
     delivered: i64,
+    deferred: i64,
     max_deliver: i64,
     backoff: &[Duration],
 ) -> Disposition {
+    let failed = delivered.saturating_sub(deferred).max(1);
     match result {
         Ok(()) => Disposition::Ack,
         Err(StepError::Permanent { message, .. }) => Disposition::Terminate(message.clone()),
-        Err(StepError::Transient { message, .. }) if delivered >= max_deliver => {
+        Err(StepError::BudgetExhausted { wait, .. }) => {
+            Disposition::Defer((*wait).clamp(MIN_DEFER, MAX_NAK_DELAY))
+        }
+        Err(StepError::Transient { message, .. }) if failed >= max_deliver => {
             Disposition::Terminate(format!(
-                "gave up after {delivered} deliveries, last error: {message}"
+                "gave up after {failed} failed deliveries, last error: {message}"
             ))
         }
         Err(StepError::Transient { retry_after, .. }) => {
-            let index = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0);
+            let index = usize::try_from(failed.saturating_sub(1)).unwrap_or(0);
             let scheduled = backoff
                 .get(index)
                 .or(backoff.last())
@@ -64,17 +85,34 @@ pub fn decide(
     }
 }
 
+/// A step that was dead-lettered, as the workflow needs to record it on its run.
+#[derive(Debug, Clone)]
+pub struct DeadLettered {
+    pub step: Step,
+    /// The run the payload names, even when it did not decode.
+    pub run_id: Option<String>,
+    /// The repository the payload names, even when it did not decode.
+    pub repo: Option<RepoRef>,
+    pub reason: String,
+}
+
+impl DeadLettered {
+    fn from_payload(step: Step, payload: &[u8], reason: String) -> Self {
+        DeadLettered {
+            step,
+            run_id: Envelope::peek_run_id(payload),
+            repo: Envelope::peek_repo(payload),
+            reason,
+        }
+    }
+}
+
 /// The workflow side of a consumer.
 pub trait StepHandler: Send + Sync + 'static {
     /// Runs one step. Must be idempotent: JetStream delivers at least once.
     fn handle(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), StepError>>;
     /// Records on the run that a step was dead-lettered (the dead letter is already stored).
-    fn dead_lettered(
-        &self,
-        run_id: Option<String>,
-        envelope: Option<Envelope>,
-        reason: String,
-    ) -> BoxFuture<'static, Result<(), StepError>>;
+    fn dead_lettered(&self, letter: DeadLettered) -> BoxFuture<'static, Result<(), StepError>>;
 }
 
 /// Consumer settings a loop needs.
@@ -86,7 +124,13 @@ pub struct ConsumerOptions {
     pub drain_timeout: Duration,
 }
 
-/// Consumes `step` until `shutdown`, then drains. Returns when every in-flight step ended.
+/// Whether a step calls GitHub (and so waits while GitHub's budget is exhausted).
+fn uses_github(step: Step) -> bool {
+    !matches!(step, Step::Review)
+}
+
+/// Consumes `step` until `shutdown`, then drains. Returns when every in-flight step ended;
+/// an error when the consumer cannot be bound any more (the worker treats that as fatal).
 pub async fn run_step_consumer(
     bus: Bus,
     options: ConsumerOptions,
@@ -100,24 +144,51 @@ pub async fn run_step_consumer(
         .get_stream(WORK_STREAM)
         .await
         .map_err(|e| BusError::nats("binding GUARDIAN_WORK", e))?;
-    let consumer: jetstream::consumer::PullConsumer =
+    let bind = || async {
         stream
-            .get_consumer(&step.consumer())
+            .get_consumer::<jetstream::consumer::pull::Config>(&step.consumer())
             .await
-            .map_err(|e| BusError::nats(format!("binding consumer {}", step.consumer()), e))?;
+            .map_err(|e| BusError::nats(format!("binding consumer {}", step.consumer()), e))
+    };
+    let consumer = bind().await?;
+    let deferrals = bus.kv(DEFERRALS_BUCKET).await?;
     let permits = Arc::new(Semaphore::new(options.concurrency));
     let tracker = TaskTracker::new();
     let abort = CancellationToken::new();
+    let mut fetch_failures = 0u32;
 
+    let idle = |pause: Duration| {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => false,
+                _ = tokio::time::sleep(pause) => true,
+            }
+        }
+    };
     'fetching: loop {
         if shutdown.is_cancelled() {
             break;
         }
-        if flags.snapshot().pause_runs {
-            tokio::select! {
-                _ = shutdown.cancelled() => break 'fetching,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'fetching,
+        // Fail closed: unknown flags read as paused.
+        if !flags.may_take_work() {
+            if idle(Duration::from_millis(250)).await {
+                continue 'fetching;
             }
+            break 'fetching;
+        }
+        if uses_github(step)
+            && let Some(wait) = flags
+                .snapshot()
+                .github_wait(time::OffsetDateTime::now_utc())
+        {
+            // Nobody calls GitHub before its budget is back; look again at least every few
+            // seconds so an operator clearing the key takes effect quickly.
+            tracing::debug!(step = %step, ?wait, "GitHub budget exhausted; not fetching");
+            if idle(wait.min(Duration::from_secs(5))).await {
+                continue 'fetching;
+            }
+            break 'fetching;
         }
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break 'fetching,
@@ -141,12 +212,26 @@ pub async fn run_step_consumer(
         let mut batch = tokio::select! {
             _ = shutdown.cancelled() => break 'fetching,
             b = batch => match b {
-                Ok(b) => b,
+                Ok(b) => { fetch_failures = 0; b },
                 Err(e) => {
                     tracing::warn!(step = %step, error.message = %e, "fetch failed; retrying");
                     telemetry::metrics().error("nats");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue 'fetching;
+                    fetch_failures += 1;
+                    // A consumer that is gone for good (deleted) ends this loop with an
+                    // error instead of failing quietly forever.
+                    if fetch_failures >= 5 && let Err(gone) = bind().await
+                        && bus.client.connection_state() == async_nats::connection::State::Connected
+                    {
+                        abort.cancel();
+                        tracker.close();
+                        tracker.wait().await;
+                        return Err(gone);
+                    }
+                    drop(slots);
+                    if idle(Duration::from_secs(1)).await {
+                        continue 'fetching;
+                    }
+                    break 'fetching;
                 }
             },
         };
@@ -164,6 +249,8 @@ pub async fn run_step_consumer(
                 options: options.clone(),
                 handler: handler.clone(),
                 abort: abort.clone(),
+                flags: flags.clone(),
+                deferrals: deferrals.clone(),
             };
             tracker.spawn(async move {
                 ctx.process(message).await;
@@ -189,6 +276,8 @@ struct MessageContext {
     options: ConsumerOptions,
     handler: Arc<dyn StepHandler>,
     abort: CancellationToken,
+    flags: Flags,
+    deferrals: async_nats::jetstream::kv::Store,
 }
 
 impl MessageContext {
@@ -204,11 +293,11 @@ impl MessageContext {
             Ok(env) => Some(env.run_id.clone()),
             Err(_) => Envelope::peek_run_id(&message.payload),
         };
-        let repo = decoded
-            .as_ref()
-            .ok()
-            .and_then(|e| e.task.repo())
-            .map(|r| r.full_name());
+        let repo = match &decoded {
+            Ok(env) => env.task.repo().cloned(),
+            Err(_) => Envelope::peek_repo(&message.payload),
+        }
+        .map(|r| r.full_name());
         let span = telemetry::step_span(
             step.as_str(),
             run_id.as_deref().unwrap_or(""),
@@ -246,9 +335,17 @@ impl MessageContext {
                     return;
                 }
             };
+            let deferral_key = format!("{}.{stream_seq}", step.consumer());
+            let deferred = match &result {
+                Err(StepError::Transient { .. }) if delivered > 1 => {
+                    read_deferrals(&self.deferrals, &deferral_key).await
+                }
+                _ => 0,
+            };
             let disposition = decide(
                 &result,
                 delivered,
+                deferred,
                 self.options.nats.max_deliver,
                 &self.options.nats.backoff,
             );
@@ -258,6 +355,7 @@ impl MessageContext {
                     error.message = %e,
                     error.cause_chain = ?e,
                     delivered,
+                    deferred,
                     disposition = ?disposition,
                     "step failed"
                 );
@@ -273,9 +371,12 @@ impl MessageContext {
                     let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                     "retry"
                 }
+                Disposition::Defer(wait) => {
+                    self.defer(&message, &deferral_key, wait).await;
+                    "retry"
+                }
                 Disposition::Terminate(reason) => {
-                    self.terminate(&message, stream_seq, delivered, run_id, decoded.ok(), reason)
-                        .await
+                    self.terminate(&message, stream_seq, delivered, reason).await
                 }
             };
             metrics.observe_step(step.as_str(), outcome, started.elapsed());
@@ -288,33 +389,201 @@ impl MessageContext {
             .dec();
     }
 
+    /// Hands the message back until GitHub's budget returns, tells the fleet, and notes the
+    /// deferral so it does not count against the message's delivery budget.
+    async fn defer(&self, message: &jetstream::Message, key: &str, wait: Duration) {
+        if let Err(e) = flags::record_budget_exhausted(&self.bus, &self.flags, wait).await {
+            tracing::warn!(error.message = %e, "cannot record the GitHub budget fleet-wide");
+        }
+        if let Err(e) = add_deferral(&self.deferrals, key).await {
+            tracing::warn!(error.message = %e, "cannot note the deferral; it counts as a failed delivery");
+        }
+        let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
+    }
+
     /// Dead-letters, records the failure on the run, then terminates. When the dead letter
-    /// cannot be stored the message is nak'ed instead, so it is never lost.
+    /// or its record on the run cannot be stored the message is nak'ed instead, so it is
+    /// never lost; the redelivery dead-letters it again (deduplicated).
     async fn terminate(
         &self,
         message: &jetstream::Message,
         stream_seq: u64,
         delivered: i64,
-        run_id: Option<String>,
-        envelope: Option<Envelope>,
         reason: String,
     ) -> &'static str {
         let step = self.options.step;
-        let letter = dlq::DeadLetter::from_message(step, message, stream_seq, delivered, &reason);
-        if let Err(e) = dlq::publish(&self.bus, &letter).await {
-            tracing::error!(error.message = %e, "cannot store dead letter; retrying the step later");
+        let letter = dlq::DeadLetter::new(
+            step,
+            message.subject.as_str(),
+            &message.payload,
+            message.headers.as_ref(),
+            stream_seq,
+            delivered,
+            &reason,
+        );
+        let retry_later = || async {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                 .await;
-            return "retry";
+            "retry"
+        };
+        if let Err(e) = dlq::publish(&self.bus, &letter).await {
+            tracing::error!(error.message = %e, error.cause_chain = ?e, "cannot store dead letter; retrying the step later");
+            return retry_later().await;
         }
-        tracing::error!(reason = %reason, dlq_subject = %format!("guardian.dlq.{step}"), "step dead-lettered");
-        if let Err(e) = self.handler.dead_lettered(run_id, envelope, reason).await {
-            tracing::error!(error.message = %e, "dead letter stored but not recorded on its run");
+        tracing::error!(reason = %reason, dlq_subject = %step.dlq_subject(), "step dead-lettered");
+        let record = DeadLettered::from_payload(step, &message.payload, reason);
+        if let Err(e) = self.handler.dead_lettered(record).await {
+            tracing::error!(error.message = %e, error.cause_chain = ?e, "dead letter stored but not recorded on its run; retrying later");
+            return retry_later().await;
         }
         let _ = message.ack_with(AckKind::Term).await;
         "failed"
     }
+}
+
+async fn read_deferrals(store: &async_nats::jetstream::kv::Store, key: &str) -> i64 {
+    match store.get(key).await {
+        Ok(Some(v)) => String::from_utf8_lossy(&v).trim().parse().unwrap_or(0),
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::warn!(error.message = %e, "cannot read deferrals; counting every delivery");
+            0
+        }
+    }
+}
+
+async fn add_deferral(store: &async_nats::jetstream::kv::Store, key: &str) -> Result<(), BusError> {
+    for attempt in 0..8u32 {
+        let entry = store
+            .entry(key)
+            .await
+            .map_err(|e| BusError::nats("reading deferrals", e))?;
+        let (count, revision) = match &entry {
+            Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => (
+                String::from_utf8_lossy(&e.value)
+                    .trim()
+                    .parse::<i64>()
+                    .unwrap_or(0),
+                Some(e.revision),
+            ),
+            Some(e) => (0, Some(e.revision)),
+            None => (0, None),
+        };
+        let value = (count + 1).to_string().into();
+        let written = match revision {
+            Some(rev) => match store.update(key, value, rev).await {
+                Ok(_) => true,
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision =>
+                {
+                    false
+                }
+                Err(e) => return Err(BusError::nats("noting a deferral", e)),
+            },
+            None => match store.create(key, value).await {
+                Ok(_) => true,
+                Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                    false
+                }
+                Err(e) => return Err(BusError::nats("noting a deferral", e)),
+            },
+        };
+        if written {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+    }
+    Err(BusError::nats(
+        "noting a deferral",
+        "the counter kept changing",
+    ))
+}
+
+/// Dead-letters messages the server gave up on: when a message exhausts the server's
+/// MaxDeliver without an outcome (its last delivery crashed or was handed back), JetStream
+/// publishes a max-deliveries advisory and never delivers it again. One worker (queue
+/// group) stores its dead letter with the reason, records it on its run and removes it from
+/// `GUARDIAN_WORK`. Runs until `shutdown`.
+pub async fn watch_max_deliveries(
+    bus: Bus,
+    handler: Arc<dyn StepHandler>,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{WORK_STREAM}.*");
+    let mut advisories = bus
+        .client
+        .queue_subscribe(subject.clone(), "guardian-advisories".into())
+        .await
+        .map_err(|e| BusError::nats(format!("subscribing to {subject}"), e))?;
+    loop {
+        let advisory = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            a = advisories.next() => match a {
+                Some(a) => a,
+                None => return Err(BusError::nats(format!("subscription to {subject}"), "ended")),
+            },
+        };
+        if let Err(e) = stranded(&bus, handler.as_ref(), &advisory.payload).await {
+            tracing::error!(error.message = %e, error.cause_chain = ?e, "stranded message not dead-lettered; the sweeper ends its run");
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MaxDeliveriesAdvisory {
+    consumer: String,
+    stream_seq: u64,
+    deliveries: i64,
+}
+
+async fn stranded(bus: &Bus, handler: &dyn StepHandler, payload: &[u8]) -> Result<(), BusError> {
+    let advisory: MaxDeliveriesAdvisory = serde_json::from_slice(payload)
+        .map_err(|e| BusError::nats("reading a max-deliveries advisory", e))?;
+    let Some(step) = Step::ALL
+        .into_iter()
+        .find(|s| s.consumer() == advisory.consumer)
+    else {
+        return Ok(());
+    };
+    let stream = bus
+        .js
+        .get_stream(WORK_STREAM)
+        .await
+        .map_err(|e| BusError::nats("binding GUARDIAN_WORK", e))?;
+    let message = match stream.get_raw_message(advisory.stream_seq).await {
+        Ok(m) => m,
+        // Gone already: another worker handled the same advisory, or it was acked late.
+        Err(e) => {
+            tracing::debug!(error.message = %e, seq = advisory.stream_seq, "stranded message already gone");
+            return Ok(());
+        }
+    };
+    let reason = format!(
+        "delivered {} times (the server's limit) without an outcome: every delivery crashed, timed out or was handed back",
+        advisory.deliveries
+    );
+    let letter = dlq::DeadLetter::new(
+        step,
+        message.subject.as_str(),
+        &message.payload,
+        Some(&message.headers),
+        advisory.stream_seq,
+        advisory.deliveries,
+        &reason,
+    );
+    dlq::publish(bus, &letter).await?;
+    tracing::error!(reason = %reason, dlq_subject = %step.dlq_subject(), "stranded step dead-lettered");
+    handler
+        .dead_lettered(DeadLettered::from_payload(step, &message.payload, reason))
+        .await
+        .map_err(|e| BusError::nats("recording a stranded step on its run", e))?;
+    stream
+        .delete_message(advisory.stream_seq)
+        .await
+        .map_err(|e| BusError::nats("removing a dead-lettered message", e))?;
+    Ok(())
 }
 
 /// Tells the server the step is still being worked on, so AckWait does not expire.
@@ -331,7 +600,7 @@ async fn heartbeat(message: &jetstream::Message, every: Duration) {
 fn unreachable_heartbeat() -> Result<(), StepError> {
     // `heartbeat` loops forever; this arm exists only to satisfy `select!`.
     Err(StepError::transient(
-        crate::workflow::error::ErrorKind::Nats,
+        ErrorKind::Nats,
         "heartbeat loop ended",
         None,
     ))
@@ -340,7 +609,6 @@ fn unreachable_heartbeat() -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::error::ErrorKind;
 
     const BACKOFF: [Duration; 3] = [
         Duration::from_secs(1),
@@ -349,7 +617,7 @@ mod tests {
     ];
 
     fn check(result: Result<(), StepError>, delivered: i64, expect: Disposition) {
-        assert_eq!(decide(&result, delivered, 5, &BACKOFF), expect);
+        assert_eq!(decide(&result, delivered, 0, 5, &BACKOFF), expect);
     }
 
     #[test]
@@ -378,7 +646,7 @@ mod tests {
         check(
             Err(StepError::transient(
                 ErrorKind::Github,
-                "rate limited",
+                "secondary limit",
                 Some(Duration::from_secs(42)),
             )),
             1,
@@ -387,7 +655,7 @@ mod tests {
         check(
             Err(StepError::transient(
                 ErrorKind::Github,
-                "rate limited",
+                "secondary limit",
                 Some(Duration::from_secs(86_400)),
             )),
             1,
@@ -396,13 +664,42 @@ mod tests {
     }
 
     #[test]
-    fn transient_failures_terminate_on_the_last_delivery() {
+    fn transient_failures_terminate_when_the_application_budget_is_used_up() {
         let d = decide(
             &Err(StepError::transient(ErrorKind::Nats, "timeout", None)),
             5,
+            0,
             5,
             &BACKOFF,
         );
-        assert!(matches!(d, Disposition::Terminate(r) if r.contains("gave up after 5 deliveries")));
+        assert!(
+            matches!(d, Disposition::Terminate(r) if r.contains("gave up after 5 failed deliveries"))
+        );
+    }
+
+    #[test]
+    fn budget_waits_defer_and_never_use_up_the_budget() {
+        let exhausted = || {
+            Err(StepError::BudgetExhausted {
+                message: "rate limited".into(),
+                wait: Duration::from_secs(600),
+                source: None,
+            })
+        };
+        // Far past the application budget, a budget wait still only defers.
+        assert_eq!(
+            decide(&exhausted(), 50, 0, 5, &BACKOFF),
+            Disposition::Defer(Duration::from_secs(600))
+        );
+        // Deliveries that were deferrals do not count: 7 deliveries, 4 deferred = 3 failures.
+        let t = Err(StepError::transient(ErrorKind::Github, "502", None));
+        assert_eq!(
+            decide(&t, 7, 4, 5, &BACKOFF),
+            Disposition::Nak(Duration::from_secs(30))
+        );
+        assert!(matches!(
+            decide(&t, 9, 4, 5, &BACKOFF),
+            Disposition::Terminate(_)
+        ));
     }
 }

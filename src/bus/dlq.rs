@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream::consumer;
 use base64::Engine as _;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -44,24 +44,28 @@ pub struct StoredDeadLetter {
 }
 
 impl DeadLetter {
-    pub fn from_message(
+    /// A dead letter for a message of `GUARDIAN_WORK` (delivered to a consumer, or read
+    /// back by sequence after the server gave up on it).
+    pub fn new(
         step: Step,
-        message: &jetstream::Message,
+        subject: &str,
+        payload: &[u8],
+        headers: Option<&async_nats::HeaderMap>,
         work_sequence: u64,
         delivered: i64,
         error: &str,
     ) -> DeadLetter {
-        let (payload, payload_base64) = match std::str::from_utf8(&message.payload) {
+        let (text, payload_base64) = match std::str::from_utf8(payload) {
             Ok(text) => (text.to_string(), false),
             Err(_) => (
-                base64::engine::general_purpose::STANDARD.encode(&message.payload),
+                base64::engine::general_purpose::STANDARD.encode(payload),
                 true,
             ),
         };
-        let mut headers = BTreeMap::new();
-        if let Some(h) = &message.headers {
+        let mut kept = BTreeMap::new();
+        if let Some(h) = headers {
             for (name, values) in h.iter() {
-                headers.insert(
+                kept.insert(
                     name.to_string(),
                     values.iter().map(|v| v.as_str().to_string()).collect(),
                 );
@@ -70,14 +74,14 @@ impl DeadLetter {
         DeadLetter {
             v: DEAD_LETTER_VERSION,
             step,
-            subject: message.subject.to_string(),
+            subject: subject.to_string(),
             work_sequence,
             delivered,
             error: error.to_string(),
-            run_id: super::envelope::Envelope::peek_run_id(&message.payload),
-            payload,
+            run_id: super::envelope::Envelope::peek_run_id(payload),
+            payload: text,
             payload_base64,
-            headers,
+            headers: kept,
             dead_lettered_at: time::OffsetDateTime::now_utc(),
         }
     }
@@ -96,10 +100,12 @@ impl DeadLetter {
 pub async fn publish(bus: &Bus, letter: &DeadLetter) -> Result<(), BusError> {
     let payload =
         serde_json::to_vec(letter).map_err(|e| BusError::nats("encoding dead letter", e))?;
-    // Deduplicated by the original message, so a retried dead-lettering stores one letter.
+    // Deduplicated by the original message, so a retried dead-lettering (a redelivery
+    // after the record on the run failed, or the same stranded message seen twice) stores
+    // one letter.
     bus.publish(
-        format!("guardian.dlq.{}", letter.step),
-        &format!("dlq.{}.{}", letter.work_sequence, letter.delivered),
+        letter.step.dlq_subject(),
+        &format!("dlq.{}", letter.work_sequence),
         payload,
     )
     .await

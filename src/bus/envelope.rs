@@ -159,6 +159,13 @@ impl Envelope {
         let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
         value.get("run_id")?.as_str().map(str::to_string)
     }
+
+    /// Reads the repository (`data.repo`) out of any JSON payload, even one that fails to
+    /// decode fully, so a dead-lettered scan or reconcile still settles its repository.
+    pub fn peek_repo(payload: &[u8]) -> Option<RepoRef> {
+        let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        serde_json::from_value(value.get("data")?.get("repo")?.clone()).ok()
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +204,16 @@ mod tests {
             let env = Envelope::new("run-1", task);
             assert_eq!(Envelope::decode(&env.encode(), step).unwrap(), env);
         }
+    }
+
+    #[test]
+    fn peeks_run_and_repository_of_payloads_that_do_not_decode() {
+        let payload =
+            br#"{"v":1,"run_id":"r1","step":"scan","data":{"repo":{"owner":"o","name":"n"},"meta":7}}"#;
+        assert!(Envelope::decode(payload, Step::Scan).is_err());
+        assert_eq!(Envelope::peek_run_id(payload).as_deref(), Some("r1"));
+        assert_eq!(Envelope::peek_repo(payload).unwrap().full_name(), "o/n");
+        assert_eq!(Envelope::peek_repo(b"not json"), None);
     }
 
     #[test]

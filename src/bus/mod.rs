@@ -10,6 +10,8 @@ pub mod dlq;
 pub mod envelope;
 pub mod events;
 pub mod flags;
+pub mod latest;
+pub mod outcome;
 pub mod provision;
 
 use std::time::Duration;
@@ -26,6 +28,8 @@ pub const RUNS_BUCKET: &str = "guardian_runs";
 pub const REPOS_BUCKET: &str = "guardian_repos";
 pub const HTTP_BUCKET: &str = "guardian_http";
 pub const FLAGS_BUCKET: &str = "guardian_flags";
+pub const LEASES_BUCKET: &str = "guardian_leases";
+pub const DEFERRALS_BUCKET: &str = "guardian_deferrals";
 pub const SERVICE_NAME: &str = "repo-guardian";
 pub const RUN_ENDPOINT: &str = "guardian.run";
 pub const STATUS_ENDPOINT: &str = "guardian.status";
@@ -57,6 +61,11 @@ impl Step {
         format!("guardian.work.{}", self.as_str())
     }
 
+    /// `guardian.dlq.<step>`, where its dead letters go.
+    pub fn dlq_subject(self) -> String {
+        format!("guardian.dlq.{}", self.as_str())
+    }
+
     /// Durable consumer name, `guardian-<step>`.
     pub fn consumer(self) -> String {
         format!("guardian-{}", self.as_str())
@@ -76,29 +85,91 @@ impl std::fmt::Display for Step {
 /// Failures talking to NATS; always worth retrying later.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot connect to NATS at {url}: {source}")]
+    #[error("cannot connect to NATS at {url}")]
     Connect {
+        /// The server URL(s) with any user and password removed.
         url: String,
         #[source]
-        source: async_nats::ConnectError,
+        source: Redacted,
     },
-    #[error("cannot read NATS credentials file {path}: {source}")]
+    #[error("cannot read NATS credentials file {path}")]
     Creds {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("NATS: {context}: {message}")]
-    Nats { context: String, message: String },
+    #[error("NATS: {context}: {source}")]
+    Nats {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl BusError {
-    pub fn nats(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+    pub fn nats(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         BusError::Nats {
             context: context.into(),
-            message: err.to_string(),
+            source: source.into(),
         }
     }
+}
+
+/// An error whose text (its whole cause chain, flattened) had every secret removed. Used
+/// where a library's error may quote a connection string with its password.
+#[derive(Debug)]
+pub struct Redacted(String);
+
+impl Redacted {
+    pub fn new(error: &(dyn std::error::Error + 'static), secrets: &[&str]) -> Redacted {
+        let mut text = error.to_string();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            text = text.replace(secret, "[REDACTED]");
+        }
+        Redacted(text)
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
+
+/// The secrets a NATS connection error might quote: the password given in settings and
+/// the user info of every configured URL (raw and percent-decoded).
+fn connection_secrets(settings: &NatsSettings) -> Vec<String> {
+    let mut secrets = Vec::new();
+    if let Some(password) = &settings.password {
+        secrets.push(password.expose_secret().to_string());
+    }
+    for raw in settings.url.split(',') {
+        if let Ok(u) = url::Url::parse(raw.trim()) {
+            if let Some(password) = u.password() {
+                secrets.push(password.to_string());
+                if let Some((decoded, _)) = url::form_urlencoded::parse(password.as_bytes()).next()
+                {
+                    secrets.push(decoded.into_owned());
+                }
+            }
+            if !u.username().is_empty() && u.password().is_none() {
+                // A bare token in the user part (`nats://TOKEN@host`) is a secret too.
+                secrets.push(u.username().to_string());
+            }
+        }
+    }
+    secrets
 }
 
 /// A connected client with the JetStream context and the bucket handles every part uses.
@@ -132,17 +203,21 @@ impl Bus {
         let client = opts
             .connect(settings.url.as_str())
             .await
-            .map_err(|source| BusError::Connect {
-                url: settings.url.clone(),
-                source,
+            .map_err(|source| {
+                let secrets = connection_secrets(settings);
+                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                BusError::Connect {
+                    url: redact_url(&settings.url),
+                    source: Redacted::new(&source, &secrets),
+                }
             })?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while client.connection_state() != async_nats::connection::State::Connected {
             if tokio::time::Instant::now() > deadline {
-                return Err(BusError::Nats {
-                    context: format!("connecting to {}", settings.url),
-                    message: "no server answered within 10s".into(),
-                });
+                return Err(BusError::nats(
+                    format!("connecting to {}", redact_url(&settings.url)),
+                    "no server answered within 10s",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -192,14 +267,46 @@ impl Bus {
     }
 }
 
-/// Keeps secrets out of any connection string that gets logged.
+/// Keeps secrets out of any connection string that gets logged: every URL of a
+/// comma-separated list loses its user and password.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        _ => url.to_string(),
+    url.split(',')
+        .map(|one| match url::Url::parse(one.trim()) {
+            Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            Ok(_) => one.trim().to_string(),
+            // Not a URL we can parse: drop anything before an `@`, which may be user info.
+            Err(_) => match one.rsplit_once('@') {
+                Some((_, host)) => host.to_string(),
+                None => one.trim().to_string(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_user_info() {
+        assert_eq!(
+            redact_url("nats://u:s3cret@a:4222,nats://t0ken@b:4222"),
+            "nats://a:4222,nats://b:4222"
+        );
+        assert_eq!(redact_url("u:s3cret@host:4222"), "host:4222");
+    }
+
+    #[test]
+    fn redacted_errors_hide_secrets_in_the_whole_chain() {
+        let inner = std::io::Error::other("dial nats://u:s3cret@a:4222 refused");
+        let outer = BusError::nats("connecting", inner);
+        let redacted = Redacted::new(&outer, &["s3cret"]);
+        assert!(!redacted.to_string().contains("s3cret"), "{redacted}");
+        assert!(redacted.to_string().contains("refused"));
     }
 }

@@ -3,13 +3,15 @@
 //! Run by `guardian provision` and at every worker start. Creating what exists is a no-op;
 //! changed settings (replicas, limits, AckWait…) are applied as updates.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{consumer, kv, stream};
 
 use super::{
-    Bus, BusError, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET, HTTP_BUCKET, REPOS_BUCKET, RUNS_BUCKET,
-    Step, WORK_STREAM,
+    Bus, BusError, DEFERRALS_BUCKET, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET, HTTP_BUCKET,
+    LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, WORK_STREAM,
 };
-use crate::config::NatsSettings;
+use crate::config::{NatsSettings, Settings};
 
 /// What was provisioned, for `guardian provision` to print.
 #[derive(Debug, Default, serde::Serialize)]
@@ -19,7 +21,8 @@ pub struct Provisioned {
     pub buckets: Vec<String>,
 }
 
-pub async fn provision(bus: &Bus, settings: &NatsSettings) -> Result<Provisioned, BusError> {
+pub async fn provision(bus: &Bus, all: &Settings) -> Result<Provisioned, BusError> {
+    let settings = &all.nats;
     let mut done = Provisioned::default();
     let streams = [
         stream::Config {
@@ -82,23 +85,37 @@ pub async fn provision(bus: &Bus, settings: &NatsSettings) -> Result<Provisioned
         done.consumers.push(name);
     }
 
+    let day = Duration::from_secs(24 * 3600);
     let buckets = [
-        (RUNS_BUCKET, "Run records, key = run id", 5, 0),
         (
-            REPOS_BUCKET,
-            "Per-repository state and reconcile leases",
-            1,
-            0,
+            RUNS_BUCKET,
+            "Run records, per-repository progress and active-run index",
+            5,
+            Duration::ZERO,
         ),
-        (HTTP_BUCKET, "Shared GitHub ETag cache", 1, 7 * 24 * 3600),
-        (FLAGS_BUCKET, "Fleet-wide kill switches", 5, 0),
+        (REPOS_BUCKET, "Per-repository state", 1, Duration::ZERO),
+        // The bucket's max age *is* the lease TTL: the server expires a lease nobody renews.
+        (
+            LEASES_BUCKET,
+            "Fenced leases (reconcile, sweeper); max age = lease TTL",
+            1,
+            all.worker.lease_ttl,
+        ),
+        (
+            DEFERRALS_BUCKET,
+            "Per-message count of GitHub budget deferrals",
+            1,
+            7 * day,
+        ),
+        (HTTP_BUCKET, "Shared GitHub ETag cache", 1, 7 * day),
+        (FLAGS_BUCKET, "Fleet-wide kill switches", 5, Duration::ZERO),
     ];
-    for (bucket, description, history, max_age_secs) in buckets {
+    for (bucket, description, history, max_age) in buckets {
         let config = kv::Config {
             bucket: bucket.into(),
             description: description.into(),
             history,
-            max_age: std::time::Duration::from_secs(max_age_secs),
+            max_age,
             storage: stream::StorageType::File,
             num_replicas: settings.replicas,
             ..Default::default()
@@ -117,8 +134,9 @@ fn consumer_config(step: Step, settings: &NatsSettings) -> consumer::pull::Confi
     // mid-step); explicit transient failures nak with their own delay. The server uses
     // BackOff[n] as the ack deadline of delivery n, so no entry may be shorter than AckWait,
     // or a healthy step between two progress heartbeats would be redelivered. The server
-    // also requires MaxDeliver to exceed the number of entries.
-    let keep = settings.max_deliver.saturating_sub(1).max(0) as usize;
+    // also requires MaxDeliver to exceed the number of entries. MaxDeliver is the server's
+    // limit, far above the application's budget that `consumer::decide` enforces.
+    let keep = settings.server_max_deliver.saturating_sub(1).max(0) as usize;
     let backoff: Vec<_> = settings
         .backoff
         .iter()
@@ -131,7 +149,7 @@ fn consumer_config(step: Step, settings: &NatsSettings) -> consumer::pull::Confi
         filter_subject: step.subject(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
-        max_deliver: settings.max_deliver,
+        max_deliver: settings.server_max_deliver,
         backoff,
         max_ack_pending: 10_000,
         num_replicas: settings.replicas,

@@ -2,7 +2,7 @@
 //! snapshots and findings. Everything else builds on these types; this module imports no
 //! other module of the crate, so every arrow points down to it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,19 @@ pub struct BranchRules {
     pub required_status_checks: Vec<String>,
 }
 
+/// A part of a snapshot that may be unobservable; a policy names the parts it needs
+/// ([`Snapshot::unavailable`] says which could not be read, and why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    /// The complete list of files of the default branch.
+    Tree,
+    /// The contents of the files the policies read (workflows, configuration files).
+    Contents,
+    /// The branch protection of the default branch.
+    Protection,
+}
+
 /// Everything the policies may look at. Built once per scan; cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -83,6 +96,35 @@ pub struct Snapshot {
     pub protection: Protection,
     /// `true` when the snapshot comes from GitHub (metadata and protection are known).
     pub from_github: bool,
+    /// Text of the files the policies read (workflows, composite actions, configuration
+    /// files), by path. Only files listed in `files` appear here.
+    #[serde(default)]
+    pub contents: BTreeMap<String, String>,
+    /// Parts that could not be observed, with the reason (a 403, a truncated tree…). A
+    /// policy that needs one of them is reported as not evaluated instead of guessing.
+    #[serde(default)]
+    pub unavailable: BTreeMap<Input, String>,
+}
+
+impl Snapshot {
+    /// A snapshot of `repo` at `default_branch` with nothing observed yet: no files, no
+    /// metadata flags, protection unknown. Builders fill in what they see.
+    pub fn new(repo: RepoRef, default_branch: impl Into<String>) -> Self {
+        Snapshot {
+            repo,
+            default_branch: default_branch.into(),
+            head_sha: None,
+            archived: false,
+            fork: false,
+            private: false,
+            license_spdx: None,
+            files: BTreeSet::new(),
+            protection: Protection::Unknown,
+            from_github: false,
+            contents: BTreeMap::new(),
+            unavailable: BTreeMap::new(),
+        }
+    }
 }
 
 /// One problem found by one policy in one repository.
@@ -100,6 +142,18 @@ pub struct Finding {
     pub details: String,
     /// Markdown: how to fix it.
     pub remediation: String,
+    /// Where in the repository the problem is, when it is in one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+/// A position in a file of the repository: 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// `/`-separated path relative to the repository root.
+    pub path: String,
+    pub line: u32,
+    pub column: u32,
 }
 
 impl Finding {

@@ -4,6 +4,7 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+use super::models::{Repository, decode};
 use super::{CachePolicy, GithubClient, GithubError};
 use crate::config::TargetFilters;
 use crate::domain::RepoMeta;
@@ -27,38 +28,6 @@ fn not_found(what: String) -> GithubError {
         retry_after: None,
         limit: None,
     }
-}
-
-/// Metadata of one repository from its JSON (listing or `GET /repos/{owner}/{repo}`).
-pub fn repo_meta(json: &serde_json::Value) -> Option<(RepoRef, RepoMeta)> {
-    let owner = json.pointer("/owner/login")?.as_str()?.to_string();
-    let name = json.get("name")?.as_str()?.to_string();
-    let flag = |k: &str| {
-        json.get(k)
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false)
-    };
-    Some((
-        RepoRef { owner, name },
-        RepoMeta {
-            default_branch: json
-                .get("default_branch")
-                .and_then(|v| v.as_str())
-                .unwrap_or("main")
-                .to_string(),
-            archived: flag("archived"),
-            fork: flag("fork"),
-            private: flag("private"),
-            has_issues: json
-                .get("has_issues")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(true),
-            license_spdx: json
-                .pointer("/license/spdx_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-        },
-    ))
 }
 
 pub async fn list_target(
@@ -86,15 +55,10 @@ pub async fn list_target(
             .get(&url, CachePolicy::Revalidate)
             .await?
             .ok_or_else(|| not_found(target.to_string()))?;
-        let repos = page.body.as_array().ok_or_else(|| GithubError::Decode {
-            method: http::Method::GET,
-            path: first.clone(),
-            message: "repository listing is not an array".into(),
-        })?;
-        for json in repos {
-            if let Some((repo, meta)) = repo_meta(json)
-                && filter.keeps(&repo, &meta)
-            {
+        let repos: Vec<Repository> = decode(&page, &url)?;
+        for listed in repos {
+            let (repo, meta) = listed.meta();
+            if filter.keeps(&repo, &meta) {
                 out.push(Listed {
                     repo,
                     meta: Some(meta),

@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod issues;
 pub mod listing;
+pub mod models;
 pub mod snapshot;
 
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //! example with a token lacking admin rights). Each weakness is its own finding with a
 //! stable key, so fixing one closes exactly one issue.
 
-use super::{Policy, PolicyOptions, finding};
+use super::{OptionError, Policy, PolicyOptions, finding, parse_options};
+use crate::domain::Input;
 use crate::domain::{BranchRules, Finding, Protection, Severity, Snapshot};
 
 pub(crate) const ID: &str = "branch-protection";
@@ -30,10 +31,11 @@ See [About protected branches](https://docs.github.com/en/repositories/configuri
 and [About rulesets](https://docs.github.com/en/repositories/configuring-branches-and-merges-in-your-repository/managing-rulesets/about-rulesets).";
 
 /// The policy's options with their defaults, parsed from configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct Options {
     /// Fewest approving reviews a pull request needs before merge.
-    min_approving_reviews: u32,
+    min_approving_reviews: Reviews,
     /// Whether the rules must also bind administrators.
     require_enforce_admins: bool,
     /// Whether force pushes to the default branch are tolerated.
@@ -43,42 +45,47 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            min_approving_reviews: 1,
+            min_approving_reviews: Reviews(1),
             require_enforce_admins: false,
             allow_force_pushes: false,
         }
     }
 }
 
-impl Options {
-    fn parse(options: &PolicyOptions) -> Result<Self, String> {
-        let mut parsed = Self::default();
-        for (name, value) in options {
-            match name.as_str() {
-                "min_approving_reviews" => {
-                    parsed.min_approving_reviews = value
-                        .as_u64()
-                        .filter(|n| *n <= MAX_REVIEWS)
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(|| {
-                            format!(
-                                "option `{name}` must be a whole number from 0 to {MAX_REVIEWS}, got {value}"
-                            )
-                        })?;
+/// A number of approving reviews GitHub can require (0 to [`MAX_REVIEWS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reviews(u32);
+
+impl<'de> serde::Deserialize<'de> for Reviews {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Reviews;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "an integer from 0 to {MAX_REVIEWS}")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Reviews, E> {
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| u64::from(*n) <= MAX_REVIEWS)
+                    .map(Reviews)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Reviews, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
                 }
-                "require_enforce_admins" => parsed.require_enforce_admins = boolean(name, value)?,
-                "allow_force_pushes" => parsed.allow_force_pushes = boolean(name, value)?,
-                _ => return Err(format!("unknown option `{name}`")),
             }
         }
-        Ok(parsed)
+        d.deserialize_u64(Visitor)
     }
 }
 
-fn boolean(name: &str, value: &serde_json::Value) -> Result<bool, String> {
-    value
-        .as_bool()
-        .ok_or_else(|| format!("option `{name}` must be true or false, got {value}"))
+impl Options {
+    fn parse(options: &PolicyOptions) -> Result<Self, OptionError> {
+        parse_options(options)
+    }
 }
 
 pub struct BranchProtection;
@@ -88,7 +95,7 @@ impl BranchProtection {
     fn weaknesses(rules: &BranchRules, options: &Options) -> Vec<(&'static str, String, String)> {
         let mut found = Vec::new();
         let required = rules.required_approving_reviews.unwrap_or(0);
-        if required < options.min_approving_reviews {
+        if required < options.min_approving_reviews.0 {
             let now = match rules.required_approving_reviews {
                 None => "does not require pull request reviews".to_owned(),
                 Some(n) => format!("requires {n} approving review(s)"),
@@ -98,7 +105,7 @@ impl BranchProtection {
                 "Default branch requires too few approving reviews".to_owned(),
                 format!(
                     "The protection rule {now}; the policy asks for at least {}.",
-                    options.min_approving_reviews
+                    options.min_approving_reviews.0
                 ),
             ));
         }
@@ -140,7 +147,11 @@ impl Policy for BranchProtection {
         false
     }
 
-    fn validate_options(&self, options: &PolicyOptions) -> Result<(), String> {
+    fn needs(&self) -> &'static [Input] {
+        &[Input::Protection]
+    }
+
+    fn validate_options(&self, options: &PolicyOptions) -> Result<(), OptionError> {
         Options::parse(options).map(drop)
     }
 
@@ -169,7 +180,7 @@ impl Policy for BranchProtection {
                 let details = format!(
                     "Default branch `{branch}` of `{}`: {evidence}\n\n- Checked: GitHub's branch protection of `{branch}`.\n- Policy options: at least {} approving review(s), force pushes {}, administrators {}.",
                     snapshot.repo,
-                    options.min_approving_reviews,
+                    options.min_approving_reviews.0,
                     if options.allow_force_pushes { "tolerated" } else { "forbidden" },
                     if options.require_enforce_admins { "bound by the rules" } else { "may be exempt" },
                 );
@@ -285,15 +296,21 @@ mod tests {
             validate(json!({"min_approving_reviews": 6, "allow_force_pushes": false})),
             Ok(())
         );
-        for bad in [json!(7), json!(-1), json!(1.5), json!("2")] {
+        for bad in [json!(7), json!(-1), json!(1.5), json!("2"), json!("two")] {
             let err = validate(json!({ "min_approving_reviews": bad })).unwrap_err();
-            assert!(err.contains("`min_approving_reviews`"), "{err}");
+            assert_eq!(err.option, "min_approving_reviews");
+            assert!(
+                err.problem.contains("expected an integer from 0 to 6"),
+                "{err}"
+            );
         }
         let err = validate(json!({"require_enforce_admins": "yes"})).unwrap_err();
-        assert!(err.contains("`require_enforce_admins`"), "{err}");
+        assert_eq!(err.option, "require_enforce_admins");
+        assert!(err.problem.contains("expected a boolean"), "{err}");
         let err = validate(json!({"allow_force_pushes": 1})).unwrap_err();
-        assert!(err.contains("`allow_force_pushes`"), "{err}");
+        assert_eq!(err.option, "allow_force_pushes");
         let err = validate(json!({"min_reviews": 1})).unwrap_err();
-        assert!(err.contains("unknown option `min_reviews`"), "{err}");
+        assert_eq!(err.option, "min_reviews");
+        assert!(err.problem.contains("unknown field `min_reviews`"), "{err}");
     }
 }

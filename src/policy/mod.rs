@@ -8,19 +8,52 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::{Finding, Severity, Snapshot};
+use serde::de::DeserializeOwned;
+
+use crate::domain::{Finding, Input, Location, Severity, Snapshot};
 #[cfg(test)]
 use crate::domain::{Protection, RepoRef};
 
 mod branch_protection;
 mod codeowners;
+mod dangerous_workflow;
 mod files;
 mod license;
+mod pinned_actions;
 mod readme;
 mod security_policy;
+mod workflow_permissions;
+pub(crate) mod workflows;
 
 /// Options of one policy, from configuration (`[policies.<id>.options]`).
 pub type PolicyOptions = BTreeMap<String, serde_json::Value>;
+
+/// An option a policy rejects: which one (a path below `options`), and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{option}: {problem}")]
+pub struct OptionError {
+    /// The offending option, e.g. `min_approving_reviews` or `allow[0]`.
+    pub option: String,
+    pub problem: String,
+}
+
+/// Decodes raw options into a policy's typed option struct (which denies unknown fields),
+/// naming the offending option on failure.
+pub(crate) fn parse_options<T: DeserializeOwned>(
+    options: &PolicyOptions,
+) -> Result<T, OptionError> {
+    let value = serde_json::Value::Object(options.clone().into_iter().collect());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let problem = e.inner().to_string();
+        let path = e.path().to_string();
+        // An unknown field is reported at the level of its parent; name the field itself.
+        let option = match (path.as_str(), problem.strip_prefix("unknown field `")) {
+            (".", Some(rest)) => rest.split('`').next().unwrap_or_default().to_owned(),
+            _ => path,
+        };
+        OptionError { option, problem }
+    })
+}
 
 /// A policy: an id, a severity, a default, and a pure evaluation.
 pub trait Policy: Send + Sync {
@@ -34,15 +67,22 @@ pub trait Policy: Send + Sync {
     }
     /// `true` when the policy can be evaluated on a local checkout (files only).
     fn file_based(&self) -> bool;
+    /// The parts of a snapshot the policy reads: when one is unavailable, the policy is
+    /// not evaluated (its outcome is [`Outcome::Unknown`]).
+    fn needs(&self) -> &'static [Input] {
+        &[Input::Tree]
+    }
     /// Checks options before any evaluation; the error names the option and the problem.
-    fn validate_options(&self, options: &PolicyOptions) -> Result<(), String> {
-        match options.keys().next() {
-            Some(k) => Err(format!("unknown option `{k}`")),
-            None => Ok(()),
-        }
+    fn validate_options(&self, options: &PolicyOptions) -> Result<(), OptionError> {
+        parse_options::<NoOptions>(options).map(drop)
     }
     fn evaluate(&self, snapshot: &Snapshot, options: &PolicyOptions) -> Vec<Finding>;
 }
+
+/// The options of a policy that takes none.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoOptions {}
 
 /// Every policy this build knows, in a stable order.
 pub fn all() -> Vec<Box<dyn Policy>> {
@@ -52,7 +92,23 @@ pub fn all() -> Vec<Box<dyn Policy>> {
         Box::new(security_policy::SecurityPolicy),
         Box::new(codeowners::Codeowners),
         Box::new(branch_protection::BranchProtection),
+        Box::new(workflows::Workflows(dangerous_workflow::DangerousWorkflow)),
+        Box::new(workflows::Workflows(
+            workflow_permissions::WorkflowPermissions,
+        )),
+        Box::new(workflows::Workflows(pinned_actions::PinnedActions)),
     ]
+}
+
+/// Whether the policies read the text of the file at `path` (workflows, composite
+/// actions, configuration files). Snapshot builders fetch exactly these.
+pub fn reads_contents(path: &str) -> bool {
+    workflows::is_workflow(path) || workflows::is_action(path)
+}
+
+/// The policy with id `id`.
+pub fn by_id(id: &str) -> Option<Box<dyn Policy>> {
+    all().into_iter().find(|p| p.id() == id)
 }
 
 /// Which policies run and with which options.
@@ -66,27 +122,100 @@ pub struct Selection {
     pub disabled: BTreeSet<String>,
 }
 
-/// Evaluates every enabled policy on `snapshot`. With `files_only`, only file-based policies
-/// run (local checkouts). Findings come out sorted by fingerprint.
-pub fn evaluate(snapshot: &Snapshot, selection: &Selection, files_only: bool) -> Vec<Finding> {
-    let mut findings: Vec<Finding> = all()
-        .iter()
-        .filter(|p| !files_only || p.file_based())
-        .filter(|p| !selection.disabled.contains(p.id()))
-        .filter(|p| {
-            *selection
+impl Selection {
+    /// Whether `policy` runs under this selection.
+    pub fn runs(&self, policy: &dyn Policy) -> bool {
+        !self.disabled.contains(policy.id())
+            && *self
                 .enabled
-                .get(p.id())
-                .unwrap_or(&p.default_enabled())
-        })
-        .flat_map(|p| {
-            let empty = PolicyOptions::new();
-            let opts = selection.options.get(p.id()).unwrap_or(&empty);
-            p.evaluate(snapshot, opts)
-        })
-        .collect();
-    findings.sort_by_key(Finding::fingerprint);
-    findings
+                .get(policy.id())
+                .unwrap_or(&policy.default_enabled())
+    }
+}
+
+/// What became of one policy on one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The policy ran; these are all its findings (none means it passed).
+    Evaluated(Vec<Finding>),
+    /// The policy could not run: a part of the snapshot it needs was not observable.
+    Unknown(String),
+}
+
+/// The outcome of every selected policy on one snapshot. Unknown is never absent: a policy
+/// is either in `evaluated` (and its findings are complete) or in `unknown` with a reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Findings of the evaluated policies, sorted by fingerprint.
+    pub findings: Vec<Finding>,
+    /// Ids of the policies that were evaluated: only their issues may be closed as fixed.
+    pub evaluated: Vec<String>,
+    /// Policy id → why it could not be evaluated.
+    pub unknown: BTreeMap<String, String>,
+}
+
+/// The outcome of `policy` on `snapshot`.
+pub fn outcome(policy: &dyn Policy, snapshot: &Snapshot, options: &PolicyOptions) -> Outcome {
+    match policy
+        .needs()
+        .iter()
+        .find_map(|input| snapshot.unavailable.get(input))
+    {
+        Some(reason) => Outcome::Unknown(reason.clone()),
+        None => Outcome::Evaluated(policy.evaluate(snapshot, options)),
+    }
+}
+
+/// Evaluates every selected policy on `snapshot`. With `files_only`, only file-based
+/// policies run (local checkouts).
+pub fn evaluate(snapshot: &Snapshot, selection: &Selection, files_only: bool) -> Evaluation {
+    let empty = PolicyOptions::new();
+    let mut evaluation = Evaluation::default();
+    for policy in all() {
+        if (files_only && !policy.file_based()) || !selection.runs(policy.as_ref()) {
+            continue;
+        }
+        let options = selection.options.get(policy.id()).unwrap_or(&empty);
+        match outcome(policy.as_ref(), snapshot, options) {
+            Outcome::Evaluated(findings) => {
+                evaluation.evaluated.push(policy.id().to_owned());
+                evaluation.findings.extend(findings);
+            }
+            Outcome::Unknown(reason) => {
+                evaluation.unknown.insert(policy.id().to_owned(), reason);
+            }
+        }
+    }
+    evaluation.findings.sort_by_key(Finding::fingerprint);
+    evaluation
+}
+
+/// Checks every `[policies.<id>]` entry: the id must be known and its options valid.
+/// The error is the configuration key at fault and the problem.
+pub fn validate_selection(selection: &Selection) -> Result<(), (String, String)> {
+    let known = || {
+        all()
+            .iter()
+            .map(|p| format!("`{}`", p.id()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for id in selection.enabled.keys().chain(selection.options.keys()) {
+        if by_id(id).is_none() {
+            return Err((
+                format!("policies.{id}"),
+                format!("unknown policy; known policies are {}", known()),
+            ));
+        }
+    }
+    for (id, options) in &selection.options {
+        if let Some(policy) = by_id(id) {
+            policy
+                .validate_options(options)
+                .map_err(|e| (format!("policies.{id}.options.{}", e.option), e.problem))?;
+        }
+    }
+    Ok(())
 }
 
 /// Remediation text (markdown) of the policy `id`, the same text its findings carry; for
@@ -106,6 +235,9 @@ pub fn remediation(id: &str) -> Option<&'static str> {
             codeowners::Codeowners::REMEDIATION,
         ),
         (branch_protection::ID, branch_protection::REMEDIATION),
+        (dangerous_workflow::ID, dangerous_workflow::REMEDIATION),
+        (workflow_permissions::ID, workflow_permissions::REMEDIATION),
+        (pinned_actions::ID, pinned_actions::REMEDIATION),
     ];
     REMEDIATIONS
         .iter()
@@ -129,7 +261,14 @@ fn finding(
         title,
         details,
         remediation,
+        location: None,
     }
+}
+
+/// [`finding`] at a place in a file.
+pub(crate) fn located(mut finding: Finding, location: Location) -> Finding {
+    finding.location = Some(location);
+    finding
 }
 
 /// Helpers shared by the unit tests of every policy, so each test states only what differs.
@@ -141,21 +280,13 @@ pub(crate) mod test_support {
     pub(crate) struct SnapshotBuilder(Snapshot);
 
     pub(crate) fn snapshot() -> SnapshotBuilder {
-        SnapshotBuilder(Snapshot {
-            repo: RepoRef {
+        SnapshotBuilder(Snapshot::new(
+            RepoRef {
                 owner: "octo".into(),
                 name: "demo".into(),
             },
-            default_branch: "main".into(),
-            head_sha: None,
-            archived: false,
-            fork: false,
-            private: false,
-            license_spdx: None,
-            files: BTreeSet::new(),
-            protection: Protection::Unknown,
-            from_github: false,
-        })
+            "main",
+        ))
     }
 
     impl SnapshotBuilder {
@@ -177,6 +308,13 @@ pub(crate) mod test_support {
 
         pub(crate) fn protection(mut self, protection: Protection) -> Self {
             self.0.protection = protection;
+            self
+        }
+
+        /// Adds a file with its text, as the snapshot builder fetches it.
+        pub(crate) fn file(mut self, path: &str, text: &str) -> Self {
+            self.0.files.insert(path.to_owned());
+            self.0.contents.insert(path.to_owned(), text.to_owned());
             self
         }
 
@@ -273,6 +411,7 @@ mod tests {
         let snap = snapshot().build();
         let selection = Selection::default();
         let local: Vec<_> = evaluate(&snap, &selection, true)
+            .findings
             .iter()
             .map(Finding::fingerprint)
             .collect();
@@ -293,10 +432,81 @@ mod tests {
         let mut selection = Selection::default();
         selection.enabled.insert("readme".into(), false);
         selection.disabled.insert("license".into());
-        let ids: Vec<_> = evaluate(&snap, &selection, true)
-            .into_iter()
-            .map(|f| f.policy)
-            .collect();
+        let evaluation = evaluate(&snap, &selection, true);
+        let ids: Vec<_> = evaluation.findings.into_iter().map(|f| f.policy).collect();
         assert_eq!(ids, ["codeowners", "security-policy"]);
+        assert_eq!(
+            evaluation.evaluated,
+            [
+                "security-policy",
+                "codeowners",
+                "dangerous-workflow",
+                "workflow-permissions",
+                "pinned-actions"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_policy_whose_input_is_unavailable_is_unknown_never_evaluated() {
+        let mut snap = snapshot().github().build();
+        snap.unavailable.insert(
+            Input::Protection,
+            "branch protection: 403 Resource not accessible by integration".into(),
+        );
+        snap.unavailable
+            .insert(Input::Tree, "the tree is truncated".into());
+        let evaluation = evaluate(&snap, &Selection::default(), false);
+        assert!(evaluation.findings.is_empty(), "{:?}", evaluation.findings);
+        assert!(
+            evaluation.evaluated.is_empty(),
+            "{:?}",
+            evaluation.evaluated
+        );
+        assert_eq!(
+            evaluation
+                .unknown
+                .get("branch-protection")
+                .map(String::as_str),
+            Some("branch protection: 403 Resource not accessible by integration")
+        );
+        assert_eq!(
+            evaluation.unknown.get("readme").map(String::as_str),
+            Some("the tree is truncated")
+        );
+        for p in all() {
+            assert!(evaluation.unknown.contains_key(p.id()), "{}", p.id());
+        }
+    }
+
+    #[test]
+    fn configuration_names_unknown_policies_and_bad_options() {
+        let mut selection = Selection::default();
+        assert_eq!(validate_selection(&selection), Ok(()));
+        selection.enabled.insert("licence".into(), true);
+        let (key, problem) = validate_selection(&selection).unwrap_err();
+        assert_eq!(key, "policies.licence");
+        assert!(problem.contains("unknown policy") && problem.contains("`license`"));
+
+        let mut selection = Selection::default();
+        selection.options.insert(
+            "branch-protection".into(),
+            test_support::options(serde_json::json!({"min_approving_reviews": "two"})),
+        );
+        let (key, problem) = validate_selection(&selection).unwrap_err();
+        assert_eq!(
+            key,
+            "policies.branch-protection.options.min_approving_reviews"
+        );
+        assert!(problem.contains("expected an integer"), "{problem}");
+
+        let mut selection = Selection::default();
+        selection.options.insert(
+            "readme".into(),
+            test_support::options(serde_json::json!({"bogus": true})),
+        );
+        let (key, problem) = validate_selection(&selection).unwrap_err();
+        assert_eq!(key, "policies.readme.options.bogus");
+        assert!(problem.contains("unknown field"), "{problem}");
     }
 }

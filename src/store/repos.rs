@@ -1,21 +1,20 @@
-//! Per-repository state in `guardian_repos`: the finding → issue number map, the last head
-//! SHA and scan time (key `owner/name`), and the reconcile lease (key `lease.owner/name`)
-//! that makes one worker at a time write a repository's issues.
+//! Per-repository state in `guardian_repos` (key `owner/name`): the finding → issue number
+//! map, the last head SHA and reconcile time, and the order stamps that keep an older
+//! reconcile from overwriting a newer one.
 //!
-//! The lease is what prevents duplicate issues when two workers race on one repository
-//! (two runs at once, or a redelivery while the first attempt still runs): whoever holds it
-//! lists the issues, decides and writes; the other waits. A lease expires after its TTL so
-//! a crashed holder cannot block a repository for long, and the next holder finds the
-//! crashed holder's issues by their fingerprint markers.
+//! Writes that follow GitHub writes are *fenced*: they happen only while the repository's
+//! lease (`store::leases`) is still current, and they stamp the lease's revision on the
+//! state. A writer whose lease expired while it stalled finds either its lease gone or a
+//! newer stamp on the state, and writes nothing. The next holder finds a crashed holder's
+//! issues by their fingerprint markers.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
+use super::leases::{Lease, LeaseStore};
 use super::{Record, StoreError};
-use crate::bus::BusError;
 use crate::domain::RepoRef;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,32 +30,18 @@ pub struct RepoState {
     /// Fingerprints open after the last reconcile.
     #[serde(default)]
     pub open_findings: Vec<String>,
+    /// Revision of the lease the state was last written under (the fencing token).
+    #[serde(default)]
+    pub fence: u64,
+    /// Order of the run whose reconcile wrote the state (`RunRecord::seq`, a server-assigned
+    /// revision): a reconcile of an older run is skipped instead of undoing a newer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_seq: Option<u64>,
 }
 
 impl Record for RepoState {
     const BUCKET: &'static str = crate::bus::REPOS_BUCKET;
     const VERSION: u32 = 1;
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LeaseRecord {
-    v: u32,
-    holder: String,
-    #[serde(with = "time::serde::rfc3339")]
-    expires_at: time::OffsetDateTime,
-}
-
-impl Record for LeaseRecord {
-    const BUCKET: &'static str = crate::bus::REPOS_BUCKET;
-    const VERSION: u32 = 1;
-}
-
-/// A held lease; release it with [`RepoStore::release`].
-#[derive(Debug)]
-pub struct Lease {
-    key: String,
-    revision: u64,
-    pub holder: String,
 }
 
 /// KV keys allow `[-/_=.A-Za-z0-9]`; dots separate tokens, so they are spelled `=2E`.
@@ -91,77 +76,44 @@ impl RepoStore {
                 ..Default::default()
             })
         };
-        let (state, _) = super::update(&self.kv, &state_key(repo), init, change)
+        Ok(super::update(&self.kv, &state_key(repo), init, change)
             .await?
-            .unwrap_or_default();
-        Ok(state)
+            .map(|u| u.record)
+            .unwrap_or_default())
     }
 
-    /// Tries once to take the repository's lease. `Ok(None)` when someone else holds a
-    /// lease that has not expired.
-    pub async fn try_lease(
+    /// Changes the state under `lease`: refused with `LeaseLost` when the lease is no
+    /// longer current, or when the state carries a newer lease's stamp.
+    pub async fn update_fenced(
         &self,
         repo: &RepoRef,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        let key = format!("lease.{}", state_key(repo));
-        let record = LeaseRecord {
-            v: LeaseRecord::VERSION,
-            holder: holder.to_string(),
-            expires_at: time::OffsetDateTime::now_utc() + ttl,
-        };
-        let bytes: bytes::Bytes = serde_json::to_vec(&record).unwrap_or_default().into();
-        let entry = self
-            .kv
-            .entry(&key)
-            .await
-            .map_err(|e| BusError::nats("reading lease", e))?;
-        let result = match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let current = super::decode::<LeaseRecord>(&key, &e.value)?;
-                if current.expires_at > time::OffsetDateTime::now_utc() && current.holder != holder
-                {
-                    return Ok(None);
+        leases: &LeaseStore,
+        lease: &Lease,
+        mut change: impl FnMut(&mut RepoState) -> bool,
+    ) -> Result<RepoState, StoreError> {
+        leases.check(lease).await?;
+        let mut newer = None;
+        let state = self
+            .update(repo, |s| {
+                if s.fence > lease.revision {
+                    newer = Some(s.fence);
+                    return false;
                 }
-                // Expired (its holder died) or our own: take it over at this revision.
-                self.kv.update(&key, bytes, e.revision).await.ok()
-            }
-            Some(e) => self.kv.update(&key, bytes, e.revision).await.ok(),
-            None => self.kv.create(&key, bytes).await.ok(),
-        };
-        Ok(result.map(|revision| Lease {
-            key,
-            revision,
-            holder: holder.to_string(),
-        }))
-    }
-
-    /// Extends a held lease; fails when it was lost (expired and taken over).
-    pub async fn renew(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let record = LeaseRecord {
-            v: LeaseRecord::VERSION,
-            holder: lease.holder.clone(),
-            expires_at: time::OffsetDateTime::now_utc() + ttl,
-        };
-        let bytes: bytes::Bytes = serde_json::to_vec(&record).unwrap_or_default().into();
-        match self.kv.update(&lease.key, bytes, lease.revision).await {
-            Ok(rev) => {
-                lease.revision = rev;
-                Ok(true)
-            }
-            Err(_) => Ok(false),
+                s.fence = lease.revision;
+                change(s)
+            })
+            .await?;
+        match newer {
+            Some(fence) => Err(StoreError::LeaseLost {
+                key: lease.key.clone(),
+                reason: format!("the state was written under a newer lease (revision {fence})"),
+            }),
+            None => Ok(state),
         }
     }
+}
 
-    /// Releases a lease only if it is still ours (the revision did not move).
-    pub async fn release(&self, lease: Lease) {
-        if let Err(e) = self
-            .kv
-            .delete_expect_revision(&lease.key, Some(lease.revision))
-            .await
-        {
-            tracing::debug!(error.message = %e, "lease already gone at release");
-        }
-    }
+/// Key of a repository's reconcile lease in `guardian_leases`.
+pub fn lease_key(repo: &RepoRef) -> String {
+    format!("repo.{}", state_key(repo))
 }

@@ -23,6 +23,27 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::{LogFormat, TelemetrySettings};
 
+/// Where and how log lines are written: the format, the filter used when `RUST_LOG` is
+/// unset, and whether human lines are coloured. Workers log JSON as configured; interactive
+/// commands log short human lines (see [`logs::LineFormat`]).
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub format: LogFormat,
+    pub default_filter: String,
+    pub color: bool,
+}
+
+impl Console {
+    /// What a fleet worker uses: the configured format and [`logs::DEFAULT_FILTER`].
+    pub fn fleet(settings: &TelemetrySettings) -> Console {
+        Console {
+            format: settings.log_format,
+            default_filter: logs::DEFAULT_FILTER.into(),
+            color: false,
+        }
+    }
+}
+
 /// Keeps the tracer provider alive; on drop, flushes pending spans to the exporter and
 /// shuts it down, so the last steps before a drain are not lost. Hold it in `main` until
 /// the process ends.
@@ -41,7 +62,7 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber (format from settings, filter from `RUST_LOG` or
+/// Installs the global subscriber (the fleet's log format, filter from `RUST_LOG` or
 /// [`logs::DEFAULT_FILTER`], logs on stderr), the OpenTelemetry layer with the OTLP exporter
 /// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the TLS crypto provider, and the metrics
 /// registry.
@@ -49,6 +70,14 @@ impl Drop for TelemetryGuard {
 /// Calling it again in the same process (tests) keeps the first subscriber and returns a
 /// guard that owns nothing.
 pub fn init(settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+    init_with(settings, &Console::fleet(settings))
+}
+
+/// Like [`init`], with the console chosen by the caller (interactive commands).
+pub fn init_with(
+    settings: &TelemetrySettings,
+    console: &Console,
+) -> anyhow::Result<TelemetryGuard> {
     // reqwest is built without a default crypto provider so that exactly one (ring) is
     // compiled in; it must be chosen before any TLS client is built. A second call finds
     // one installed, which is fine.
@@ -67,10 +96,7 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    if subscriber(settings.log_format, &provider)
-        .try_init()
-        .is_err()
-    {
+    if subscriber(console, &provider).try_init().is_err() {
         let _ = provider.shutdown();
         return Ok(TelemetryGuard { provider: None });
     }
@@ -87,22 +113,22 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
 /// The subscriber `init` installs: filter, OpenTelemetry layer, then one of the two log
 /// formats on stderr. Separate so tests can use it as a scoped default.
 fn subscriber(
-    format: LogFormat,
+    console: &Console,
     provider: &SdkTracerProvider,
 ) -> impl tracing::Subscriber + Send + Sync + 'static {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(logs::DEFAULT_FILTER));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&console.default_filter));
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("repo-guardian"))
         .with_tracked_inactivity(false);
     // `Option<Layer>` is a layer, which keeps one concrete type for both formats.
-    let (json, human) = match format {
+    let (json, human) = match console.format {
         LogFormat::Json => (
             Some(
                 fmt::layer()
                     .fmt_fields(fmt::format::JsonFields::new())
-                    .event_format(logs::FlatJson)
-                    .with_writer(std::io::stderr),
+                    .event_format(logs::LineFormat::FlatJson)
+                    .with_writer(logs::ConsoleWriter),
             ),
             None,
         ),
@@ -110,8 +136,11 @@ fn subscriber(
             None,
             Some(
                 fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .event_format(logs::LineFormat::Human {
+                        color: console.color,
+                    })
+                    .with_writer(logs::ConsoleWriter),
             ),
         ),
     };
@@ -184,7 +213,12 @@ mod tests {
     /// the tests of other modules keep their own.
     fn with_telemetry(test: impl FnOnce()) {
         let provider = traces::tracer_provider(1.0).expect("tracer provider");
-        tracing::subscriber::with_default(subscriber(LogFormat::Json, &provider), test);
+        let console = Console {
+            format: LogFormat::Json,
+            default_filter: logs::DEFAULT_FILTER.into(),
+            color: false,
+        };
+        tracing::subscriber::with_default(subscriber(&console, &provider), test);
     }
 
     fn trace_id_in(span: &tracing::Span) -> String {

@@ -361,15 +361,17 @@ async fn open_window(bursts: &kv::Store, key: &str, window: Duration) -> Result<
     let now = now_ms();
     let end = now.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
     let value: bytes::Bytes = end.to_string().into();
-    let failed = |e: &dyn std::fmt::Display| BusError::nats(format!("coalescing {key}"), e);
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+        BusError::nats(format!("coalescing {key}"), e)
+    };
     // Twice at most: a key deleted between the failed create and the read is created again.
     for _ in 0..2 {
         match bursts.create(key, value.clone()).await {
             Ok(_) => return Ok(true),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(failed(&e)),
+            Err(e) => return Err(failed(e.into())),
         }
-        let Some(entry) = bursts.entry(key).await.map_err(|e| failed(&e))? else {
+        let Some(entry) = bursts.entry(key).await.map_err(|e| failed(e.into()))? else {
             continue;
         };
         let open_until = std::str::from_utf8(&entry.value)
@@ -382,7 +384,7 @@ async fn open_window(bursts: &kv::Store, key: &str, window: Duration) -> Result<
         return match bursts.update(key, value, entry.revision).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(failed(&e)),
+            Err(e) => Err(failed(e.into())),
         };
     }
     Ok(false)

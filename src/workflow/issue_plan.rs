@@ -176,6 +176,7 @@ mod tests {
             title: format!("{policy} missing"),
             details: details.into(),
             remediation: "Add it.".into(),
+            location: None,
         }
     }
 

@@ -5,8 +5,11 @@
 //! guardian.run ─► plan ─► scan (per repo) ─► reconcile (per repo) ─► run final status
 //! ```
 //! Every handler is idempotent because JetStream delivers at least once: fan-out publishes
-//! carry deterministic `Nats-Msg-Id`s, issue writes happen under a per-repository lease
-//! after re-reading GitHub, and run counters change by compare-and-set on a `pending` set.
+//! carry deterministic `Nats-Msg-Id`s, issue writes happen under a fenced per-repository
+//! lease after re-reading GitHub, and each repository settles once on its run by
+//! compare-and-set on its own progress key. Every run ends: a repository whose step is
+//! dead-lettered settles as failed, a failed plan fails the run, and the sweeper
+//! finalises runs that stopped moving as `stalled`.
 
 pub mod error;
 pub mod issue_plan;
@@ -19,33 +22,20 @@ use std::sync::Arc;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use crate::bus::consumer::StepHandler;
+use crate::bus::consumer::{DeadLettered, StepHandler};
 use crate::bus::envelope::{Envelope, Task};
 use crate::bus::events::{self, Event};
 use crate::bus::flags::Flags;
-use crate::bus::{Bus, HTTP_BUCKET, REPOS_BUCKET, RUNS_BUCKET};
+use crate::bus::{Bus, HTTP_BUCKET, LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step};
 use crate::config::Settings;
 use crate::domain::RepoRef;
 use crate::github::{EtagCache, GithubClient};
 use crate::policy::Selection;
-use crate::store::StoreError;
+use crate::store::leases::LeaseStore;
 use crate::store::repos::RepoStore;
-use crate::store::runs::{RepoOutcome, RunStatus, RunStore};
+use crate::store::runs::{RepoOutcome, RepoStatus, RunError, RunRecord, RunStatus, RunStore};
 use crate::telemetry;
-use error::{ErrorKind, StepError};
-
-impl From<StoreError> for StepError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Bus(_) | StoreError::Contended { .. } => {
-                StepError::transient(ErrorKind::Nats, e.to_string(), None)
-            }
-            StoreError::Corrupt { .. } | StoreError::NewerVersion { .. } => {
-                StepError::permanent(ErrorKind::Decode, e.to_string())
-            }
-        }
-    }
-}
+use error::StepError;
 
 /// Everything a step needs; shared by all consumers of one worker.
 pub struct Workflow {
@@ -53,11 +43,15 @@ pub struct Workflow {
     pub github: GithubClient,
     pub runs: RunStore,
     pub repos: RepoStore,
+    pub leases: LeaseStore,
     pub settings: Arc<Settings>,
     pub flags: Flags,
     /// Identifies this worker in leases and logs.
     pub worker_id: String,
 }
+
+/// Attempts at publishing a run's `done` event before leaving it to the sweeper.
+const DONE_ATTEMPTS: u32 = 4;
 
 impl Workflow {
     pub async fn new(
@@ -73,6 +67,7 @@ impl Workflow {
         Ok(Arc::new(Workflow {
             runs: RunStore::new(bus.kv(RUNS_BUCKET).await?),
             repos: RepoStore::new(bus.kv(REPOS_BUCKET).await?),
+            leases: LeaseStore::new(bus.kv(LEASES_BUCKET).await?),
             github,
             bus,
             settings,
@@ -106,90 +101,150 @@ impl Workflow {
         repo: &RepoRef,
         outcome: RepoOutcome,
     ) -> Result<(), StepError> {
-        let key = repo.full_name();
-        let updated = self
+        if let Some(record) = self
             .runs
-            .update(run_id, |r| r.apply(&key, &outcome))
-            .await?;
-        if let Some((record, true)) = updated {
+            .complete_repo(run_id, &repo.full_name(), &outcome)
+            .await?
+        {
             self.finished(&record).await;
         }
         Ok(())
     }
 
-    /// Announces a run that just became final (called by the one writer that made it so).
-    pub async fn finished(&self, record: &crate::store::runs::RunRecord) {
+    /// Announces a run that just became final (called by the one writer that made it so):
+    /// metrics, the target's active-run index cleared, and the `done` event.
+    pub async fn finished(&self, record: &RunRecord) {
         let outcome = record.status.as_str();
         if let Some(d) = record.duration() {
             telemetry::metrics().observe_run(outcome, d);
         }
         tracing::info!(run_id = %record.run_id, status = outcome, summary = ?record.summary, "run finished");
-        let data = serde_json::json!({ "status": outcome, "summary": record.summary });
-        if let Err(e) = events::emit(&self.bus, &record.run_id, Event::Done, None, "", data).await {
-            tracing::warn!(error.message = %e, "run finished but its done event was not published");
+        if let Err(e) = self
+            .runs
+            .release_target(&record.target, &record.run_id)
+            .await
+        {
+            tracing::warn!(error.message = %e, "run finished but its target index was not cleared; the next trigger clears it");
         }
+        self.announce_done(record).await;
     }
 
-    async fn dead_lettered(
-        &self,
-        run_id: Option<String>,
-        envelope: Option<Envelope>,
-        reason: String,
-    ) -> Result<(), StepError> {
-        let Some(run_id) = run_id else { return Ok(()) };
-        let step = envelope
-            .as_ref()
-            .map(|e| e.task.step().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let repo = envelope.as_ref().and_then(|e| e.task.repo().cloned());
-        let _ = events::emit(
+    /// Publishes the `done` event of a final run, retrying; its `Nats-Msg-Id` makes a
+    /// repeat harmless. Marks the run `done_published`; when every attempt failed, the
+    /// sweeper publishes it later.
+    pub async fn announce_done(&self, record: &RunRecord) {
+        let data =
+            serde_json::json!({ "status": record.status.as_str(), "summary": record.summary });
+        for attempt in 0..DONE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            }
+            match events::emit(
+                &self.bus,
+                &record.run_id,
+                Event::Done,
+                None,
+                "",
+                data.clone(),
+            )
+            .await
+            {
+                Ok(()) => {
+                    if let Err(e) = self
+                        .runs
+                        .update(&record.run_id, |r| {
+                            !std::mem::replace(&mut r.done_published, true)
+                        })
+                        .await
+                    {
+                        tracing::warn!(error.message = %e, "done event published but not marked; it may be published again (deduplicated)");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error.message = %e, error.cause_chain = ?e, "done event not published yet")
+                }
+            }
+        }
+        tracing::error!(run_id = %record.run_id, "done event not published; the sweeper retries it");
+    }
+
+    /// Ends a run whose plan failed for good: nothing pending stays pending.
+    pub async fn fail_run(&self, run_id: &str, step: &str, reason: &str) -> Result<(), StepError> {
+        let updated = self
+            .runs
+            .update(run_id, |r| {
+                if r.status.is_final() {
+                    return false;
+                }
+                r.push_error(RunError {
+                    repo: None,
+                    step: step.to_string(),
+                    message: reason.to_string(),
+                });
+                if r.status == RunStatus::Queued {
+                    r.finish();
+                    r.status = RunStatus::Failed;
+                }
+                true
+            })
+            .await?;
+        match updated {
+            Some((record, true)) => self.finished(&record).await,
+            Some((record, false)) if record.status == RunStatus::Running => {
+                // The plan failed after fanning out: every repository not yet settled
+                // fails with the plan's reason (scans already running may still finish
+                // first; the first outcome stays).
+                for p in self.runs.repo_progress(run_id).await? {
+                    if p.status == RepoStatus::Pending
+                        && let Some(record) = self
+                            .runs
+                            .complete_repo(
+                                run_id,
+                                &p.repo,
+                                &RepoOutcome::Failed {
+                                    step: step.to_string(),
+                                    reason: format!("the plan failed: {reason}"),
+                                },
+                            )
+                            .await?
+                    {
+                        self.finished(&record).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn dead_lettered(&self, letter: DeadLettered) -> Result<(), StepError> {
+        let Some(run_id) = letter.run_id else {
+            return Ok(());
+        };
+        let step = letter.step.as_str().to_string();
+        let reason = letter.reason;
+        events::emit(
             &self.bus,
             &run_id,
             Event::Failed,
-            repo.as_ref(),
+            letter.repo.as_ref(),
             &step,
             serde_json::json!({ "step": step, "reason": reason }),
         )
-        .await;
-        match (&envelope, repo) {
-            (Some(_), Some(repo)) => {
+        .await?;
+        match (letter.step, letter.repo) {
+            (Step::Plan, _) => self.fail_run(&run_id, &step, &reason).await,
+            (_, Some(repo)) => {
                 self.complete_repo(&run_id, &repo, RepoOutcome::Failed { step, reason })
                     .await
             }
-            (
-                Some(Envelope {
-                    task: Task::Plan(_),
-                    ..
-                }),
-                None,
-            ) => {
-                let updated = self
-                    .runs
-                    .update(&run_id, |r| {
-                        if r.status.is_final() {
-                            return false;
-                        }
-                        r.push_error(crate::store::runs::RunError {
-                            repo: None,
-                            step: step.clone(),
-                            message: reason.clone(),
-                        });
-                        r.pending.clear();
-                        r.finish();
-                        r.status = RunStatus::Failed;
-                        true
-                    })
-                    .await?;
-                if let Some((record, true)) = updated {
-                    self.finished(&record).await;
-                }
-                Ok(())
-            }
-            _ => {
-                // Undecodable payload that still names a run: note it on the run.
+            (_, None) => {
+                // Names a run but no repository: noted on the run; the sweeper ends the
+                // run if this leaves a repository pending for good.
                 self.runs
                     .update(&run_id, |r| {
-                        r.push_error(crate::store::runs::RunError {
+                        r.push_error(RunError {
                             repo: None,
                             step: step.clone(),
                             message: reason.clone(),
@@ -222,13 +277,8 @@ impl StepHandler for Handler {
         .boxed()
     }
 
-    fn dead_lettered(
-        &self,
-        run_id: Option<String>,
-        envelope: Option<Envelope>,
-        reason: String,
-    ) -> BoxFuture<'static, Result<(), StepError>> {
+    fn dead_lettered(&self, letter: DeadLettered) -> BoxFuture<'static, Result<(), StepError>> {
         let wf = self.0.clone();
-        async move { wf.dead_lettered(run_id, envelope, reason).await }.boxed()
+        async move { wf.dead_lettered(letter).await }.boxed()
     }
 }

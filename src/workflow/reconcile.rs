@@ -1,9 +1,11 @@
 //! `reconcile`: makes a repository's GitHub issues match its findings, under the
-//! repository's lease.
+//! repository's fenced lease.
 //!
 //! Order of work, chosen so a crash at any point is repaired by the redelivery: take the
-//! lease → read the issues GitHub has (by label, plus any mapped issue missing from that
-//! list) → plan → write → remember the finding → issue map → release → count on the run.
+//! lease → skip when a newer run already reconciled the repository (stale) → read the
+//! issues GitHub has (by label, plus any mapped issue missing from that list) → plan →
+//! write, renewing the lease by compare-and-set before each write → remember the finding
+//! → issue map with a write fenced by the lease → release → settle on the run.
 //! A redelivered step re-reads GitHub and finds the issues the crashed attempt already
 //! filed by their fingerprint markers, so nothing is filed twice.
 
@@ -18,12 +20,32 @@ use super::issue_plan::{self, Action};
 use crate::bus::envelope::ReconcileTask;
 use crate::bus::events::{self, Event};
 use crate::github::issues::{self, Issue};
-use crate::store::repos::Lease;
-use crate::store::runs::{IssueCounts, RepoOutcome};
+use crate::store::leases::Lease;
+use crate::store::repos::lease_key;
+use crate::store::runs::{IssueAction, IssueActionKind, IssueCounts, RepoOutcome};
 use crate::telemetry;
+
+/// What reconciling one repository did.
+struct Reconciled {
+    applied: IssueCounts,
+    planned: IssueCounts,
+    actions: Vec<IssueAction>,
+}
 
 #[tracing::instrument(skip_all, fields(run_id, repo = %task.repo))]
 pub async fn run(wf: &Workflow, run_id: &str, task: ReconcileTask) -> Result<(), StepError> {
+    let Some(run) = wf.runs.get(run_id).await? else {
+        return Err(StepError::permanent(
+            ErrorKind::Decode,
+            format!("run {run_id} has no record in guardian_runs"),
+        ));
+    };
+    if run.status.is_final() {
+        // The run ended without this repository (the sweeper gave up on it): its outcome
+        // is recorded, and writing issues now would act on a finished run.
+        tracing::info!("run already final; reconcile skipped");
+        return Ok(());
+    }
     if !task.has_issues {
         return Err(StepError::permanent(
             ErrorKind::Github,
@@ -34,19 +56,23 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ReconcileTask) -> Result<(),
         ));
     }
     let mut lease = acquire(wf, &task).await?;
-    let result = reconcile_locked(wf, run_id, &task, &mut lease).await;
-    wf.repos.release(lease).await;
-    let (findings, applied, planned) = result?;
-    wf.complete_repo(
-        run_id,
-        &task.repo,
-        RepoOutcome::Reconciled {
-            findings,
-            applied,
-            planned,
+    let result = reconcile_locked(wf, run_id, run.seq, &task, &mut lease).await;
+    wf.leases.release(lease).await;
+    let outcome = match result? {
+        None => {
+            tracing::info!("a newer run already reconciled this repository; skipped as stale");
+            telemetry::metrics().error("stale");
+            RepoOutcome::Stale
+        }
+        Some(done) => RepoOutcome::Reconciled {
+            findings: u32::try_from(task.findings.len()).unwrap_or(u32::MAX),
+            applied: done.applied,
+            planned: done.planned,
+            actions: done.actions,
+            unknown: task.unknown.clone(),
         },
-    )
-    .await
+    };
+    wf.complete_repo(run_id, &task.repo, outcome).await
 }
 
 /// Waits (with the step's heartbeats running) for the repository's lease, up to its TTL.
@@ -55,9 +81,10 @@ async fn acquire(wf: &Workflow, task: &ReconcileTask) -> Result<Lease, StepError
     // One token per reconcile, so two reconciles of one repository inside the same worker
     // exclude each other too.
     let holder = format!("{}/{}", wf.worker_id, uuid::Uuid::now_v7().simple());
+    let key = lease_key(&task.repo);
     let deadline = tokio::time::Instant::now() + ttl;
     loop {
-        if let Some(lease) = wf.repos.try_lease(&task.repo, &holder, ttl).await? {
+        if let Some(lease) = wf.leases.try_acquire(&key, &holder).await? {
             return Ok(lease);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -71,20 +98,27 @@ async fn acquire(wf: &Workflow, task: &ReconcileTask) -> Result<Lease, StepError
     }
 }
 
+/// `None` when the repository's state was written by a newer run (this one is stale).
 async fn reconcile_locked(
     wf: &Workflow,
     run_id: &str,
+    run_seq: Option<u64>,
     task: &ReconcileTask,
     lease: &mut Lease,
-) -> Result<(u32, IssueCounts, IssueCounts), StepError> {
+) -> Result<Option<Reconciled>, StepError> {
     let repo = &task.repo;
+    let state = wf.repos.get(repo).await?.unwrap_or_default();
+    if let (Some(stored), Some(mine)) = (state.run_seq, run_seq)
+        && stored > mine
+    {
+        return Ok(None);
+    }
     let label = &wf.settings.github.label;
     let write = |wf: &Workflow| !task.dry_run && !wf.flags.snapshot().force_dry_run;
     issues::ensure_label(&wf.github, repo, label, write(wf)).await?;
 
     let mut existing = issues::list_labelled(&wf.github, repo, label).await?;
     // Issues we filed whose label was removed by hand are still ours: fetch them by number.
-    let state = wf.repos.get(repo).await?.unwrap_or_default();
     let listed: BTreeSet<u64> = existing.iter().map(|i| i.number).collect();
     // A mapped issue that was deleted or transferred is no longer ours: forget it, and an
     // open finding gets a new issue here.
@@ -107,6 +141,7 @@ async fn reconcile_locked(
         ..Default::default()
     };
     let mut planned = IssueCounts::default();
+    let mut taken = Vec::new();
     let mut map = state.issues.clone();
     map.retain(|_, number| !gone.contains(number));
     for issue in &existing {
@@ -118,21 +153,22 @@ async fn reconcile_locked(
     for action in actions {
         // The kill switch is read before every write, so it takes effect mid-repository.
         let writing = write(wf);
-        if writing && !wf.repos.renew(lease, wf.settings.worker.lease_ttl).await? {
-            return Err(StepError::transient(
-                ErrorKind::Nats,
-                format!("lost the lease on {repo}; another worker took over"),
-                Some(Duration::from_secs(1)),
-            ));
+        if writing {
+            // Renewing is a compare-and-set at the held revision: a lease that expired
+            // while this worker stalled cannot be renewed, so nothing more is written.
+            wf.leases.renew(lease).await?;
         }
-        let (event, action_name, number) = apply(wf, task, &action, writing).await?;
+        let (event, kind, number) = apply(wf, task, &action, writing).await?;
+        let action_name = kind.as_str();
         let counts = if writing { &mut applied } else { &mut planned };
-        match action_name {
-            "created" => counts.created += 1,
-            "updated" => counts.updated += 1,
-            "reopened" => counts.reopened += 1,
-            _ => counts.closed += 1,
-        }
+        counts.count(kind);
+        taken.push(IssueAction {
+            action: kind,
+            fingerprint: action.fingerprint().to_string(),
+            title: title_of(&action, &existing),
+            number,
+            planned: !writing,
+        });
         if let Some(number) = number {
             map.insert(action.fingerprint().to_string(), number);
         }
@@ -151,12 +187,14 @@ async fn reconcile_locked(
     }
 
     let open: Vec<String> = task.findings.iter().map(|f| f.fingerprint()).collect();
+    // Fenced: refused when the lease moved on or a newer holder already wrote the map.
     wf.repos
-        .update(repo, |s| {
+        .update_fenced(repo, &wf.leases, lease, |s| {
             s.head_sha = task.head_sha.clone();
             s.reconciled_at = Some(time::OffsetDateTime::now_utc());
             s.issues = map.clone();
             s.open_findings = open.clone();
+            s.run_seq = s.run_seq.max(run_seq);
             true
         })
         .await?;
@@ -169,7 +207,25 @@ async fn reconcile_locked(
         json!({ "applied": applied, "planned": planned }),
     )
     .await?;
-    Ok((task.findings.len() as u32, applied, planned))
+    Ok(Some(Reconciled {
+        applied,
+        planned,
+        actions: taken,
+    }))
+}
+
+/// The title an action is about: the new content's, or the closed issue's.
+fn title_of(action: &Action, existing: &[Issue]) -> String {
+    match action {
+        Action::Create(i) | Action::Update { issue: i, .. } | Action::Reopen { issue: i, .. } => {
+            i.title.clone()
+        }
+        Action::Close { number, .. } => existing
+            .iter()
+            .find(|i| i.number == *number)
+            .map(|i| i.title.clone())
+            .unwrap_or_default(),
+    }
 }
 
 /// Performs one action (or only names it when not writing). Returns the event, the
@@ -179,7 +235,7 @@ async fn apply(
     task: &ReconcileTask,
     action: &Action,
     writing: bool,
-) -> Result<(Event, &'static str, Option<u64>), StepError> {
+) -> Result<(Event, IssueActionKind, Option<u64>), StepError> {
     let repo = &task.repo;
     let gh = &wf.github;
     Ok(match action {
@@ -198,7 +254,7 @@ async fn apply(
             } else {
                 None
             };
-            (Event::IssueCreated, "created", number)
+            (Event::IssueCreated, IssueActionKind::Created, number)
         }
         Action::Update { number, issue } => {
             if writing {
@@ -210,7 +266,7 @@ async fn apply(
                 )
                 .await?;
             }
-            (Event::IssueUpdated, "updated", Some(*number))
+            (Event::IssueUpdated, IssueActionKind::Updated, Some(*number))
         }
         Action::Reopen {
             number,
@@ -232,7 +288,11 @@ async fn apply(
                 )
                 .await?;
             }
-            (Event::IssueReopened, "reopened", Some(*number))
+            (
+                Event::IssueReopened,
+                IssueActionKind::Reopened,
+                Some(*number),
+            )
         }
         Action::Close { number, .. } => {
             if writing {
@@ -253,7 +313,7 @@ async fn apply(
                 )
                 .await?;
             }
-            (Event::IssueClosed, "closed", Some(*number))
+            (Event::IssueClosed, IssueActionKind::Closed, Some(*number))
         }
     })
 }

@@ -12,21 +12,19 @@ use crate::policy;
 #[tracing::instrument(skip_all, fields(run_id, repo = %task.repo))]
 pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), StepError> {
     let (snap, meta) = snapshot::build(&wf.github, &task.repo, task.meta.clone()).await?;
-    let selection = wf.selection();
-    let findings = policy::evaluate(&snap, &selection, false);
-    let evaluated: Vec<String> = policy::all()
-        .iter()
-        .map(|p| p.id())
-        .filter(|id| !selection.disabled.contains(*id))
-        .filter(|id| {
-            let default = policy::all()
-                .iter()
-                .find(|p| p.id() == *id)
-                .is_some_and(|p| p.default_enabled());
-            *selection.enabled.get(*id).unwrap_or(&default)
-        })
-        .map(str::to_string)
-        .collect();
+    let evaluation = policy::evaluate(&snap, &wf.selection(), false);
+    for (policy, reason) in &evaluation.unknown {
+        tracing::warn!(
+            policy,
+            reason,
+            "policy not evaluated; its issues stay as they are"
+        );
+    }
+    let policy::Evaluation {
+        findings,
+        evaluated,
+        unknown,
+    } = evaluation;
     tracing::info!(findings = findings.len(), head = ?snap.head_sha, "repository scanned");
     events::emit(
         &wf.bus,
@@ -34,7 +32,7 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         Event::RepoScanned,
         Some(&task.repo),
         "",
-        serde_json::json!({ "head_sha": snap.head_sha, "findings": findings.len() }),
+        serde_json::json!({ "head_sha": snap.head_sha, "findings": findings.len(), "unknown": unknown }),
     )
     .await?;
     for f in &findings {
@@ -53,7 +51,7 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         dry_run: task.dry_run,
         findings,
         evaluated,
-        unknown: Default::default(),
+        unknown,
         has_issues: meta.has_issues,
         head_sha: snap.head_sha,
     };

@@ -196,11 +196,13 @@ async fn a_misbehaving_github_closes_only_what_was_fixed() {
             .filter(|i| i.state == "closed")
             .collect();
         assert_eq!(closed.len(), 1, "{}: {closed:#?}", name(i));
-        assert_eq!(
-            closed[0].comments.len(),
-            1,
-            "one closing comment on {}",
-            name(i)
+        // A worker killed between closing and commenting leaves the comment out; a
+        // redelivery never comments twice.
+        assert!(
+            closed[0].comments.len() <= 1,
+            "at most one closing comment on {}: {:#?}",
+            name(i),
+            closed[0].comments
         );
     }
     // The deleted and the transferred issue were replaced, not dead-lettered.
@@ -223,10 +225,32 @@ async fn a_misbehaving_github_closes_only_what_was_fixed() {
         h.logs()
     );
 
-    // The run names what could not be evaluated: branch protection of a third.
-    let text = serde_json::to_string(&record).unwrap();
-    assert!(
-        text.contains("branch-protection") && text.contains("Resource not accessible"),
-        "the record names the unknown policy and why: {text}"
+    // The run names what could not be evaluated: branch protection of a third, each with
+    // GitHub's reason.
+    assert_eq!(
+        record.repos_unknown as usize,
+        unreadable.len(),
+        "{record:?}"
     );
+    let runs = repo_guardian::store::runs::RunStore::new(h.bus.kv("guardian_runs").await.unwrap());
+    let progress = runs.repo_progress(&run_id).await.expect("progress");
+    assert_eq!(progress.len(), REPOS);
+    let unknown: BTreeSet<String> = progress
+        .iter()
+        .filter(|p| !p.unknown.is_empty())
+        .map(|p| p.repo.clone())
+        .collect();
+    let want: BTreeSet<String> = unreadable
+        .iter()
+        .map(|i| format!("{ORG}/{}", name(*i)))
+        .collect();
+    assert_eq!(unknown, want);
+    for p in progress.iter().filter(|p| !p.unknown.is_empty()) {
+        let reason = &p.unknown["branch-protection"];
+        assert!(
+            reason.contains("Resource not accessible"),
+            "{}: {reason}",
+            p.repo
+        );
+    }
 }

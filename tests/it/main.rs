@@ -1,12 +1,15 @@
 //! Integration tests: real `nats-server`, real `guardian worker` processes, the GitHub
 //! double. One binary, shared helpers.
 
+mod cli;
 mod compat;
+mod docs;
 mod faults;
 mod fleet;
 mod helpers;
 mod malformed;
 mod operations;
+mod policies;
 mod schedules;
 mod telemetry;
 mod webhooks;

@@ -326,6 +326,22 @@ fn repo_route(st: &mut State, req: &Req, m: &str, owner: &str, name: &str, rest:
         ("GET", ["git", "trees", tree @ ..]) if !tree.is_empty() => {
             get_tree(st, req, owner, name, &tree.join("/"))
         }
+        ("GET", ["branches"]) => {
+            let repo = st.repo(owner, name).expect("checked");
+            let items = repo
+                .branches
+                .iter()
+                .map(|(b, sha)| render::short_branch(&req.base, repo, b, sha))
+                .collect();
+            paginate(req, items)
+        }
+        ("GET", ["git", "blobs", sha]) => {
+            let repo = st.repo(owner, name).expect("checked");
+            match repo.blob(sha) {
+                Some(b) => Out::json(200, render::blob(&req.base, repo, sha, &b.content)),
+                None => Out::not_found(),
+            }
+        }
         ("GET", ["contents", path @ ..]) => get_contents(st, req, owner, name, &path.join("/")),
         ("GET", ["issues"]) => list_issues(st, req, owner, name),
         ("POST", ["issues"]) => create_issue(st, req, owner, name).unwrap_or_else(|e| e),

