@@ -11,16 +11,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde::Serialize;
 use serde_json::json;
 
-use crate::domain::{Finding, Input, Protection, RepoRef, Severity, Snapshot};
+use crate::domain::{Finding, Input, RepoRef, Severity, Snapshot};
 use crate::policy::{self, Selection};
-
-/// Directories never walked: Git's own store and bulky build or dependency output, which is
-/// not part of the repository's files on GitHub either.
-const SKIPPED_DIRS: &[&str] = &[".git", "target", "node_modules"];
 
 /// Lines of the table fit a terminal this wide.
 const TABLE_WIDTH: usize = 100;
@@ -46,13 +43,10 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
     out
 }
 
-/// Branch assumed when the checkout does not say (no `.git`, or a detached head).
-const FALLBACK_BRANCH: &str = "main";
-
 /// Output format of `guardian check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CheckFormat {
-    /// Aligned columns and remediation summaries, for people.
+    /// Aligned columns and numbered fix steps, for people.
     Table,
     /// `{"path": …, "findings": [...]}`, for scripts.
     Json,
@@ -94,42 +88,146 @@ pub struct CheckReport {
     pub path: PathBuf,
     /// Findings sorted by fingerprint.
     pub findings: Vec<Finding>,
+    /// Policies that could not be evaluated, with the reason.
+    pub unknown: BTreeMap<String, String>,
+    /// What was odd but did not stop the check (an unreadable directory, a broken `.git`).
+    pub warnings: Vec<String>,
 }
 
-/// Builds a snapshot of the checkout at `path`: every file below it (links included, as Git
-/// stores them, but never followed) as a `/`-separated relative path.
-pub fn snapshot_from_dir(path: &Path) -> Result<Snapshot, CheckError> {
+/// A local checkout as the policies see it, and what was odd about reading it.
+#[derive(Debug, Clone)]
+pub struct LocalSnapshot {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// Builds a snapshot of the checkout at `path` from what GitHub would see: inside a git
+/// work tree, the files git tracks (`git ls-files`, so the index and `.gitignore` decide,
+/// and a gitignored `LICENSE` on disk is no license); elsewhere, the files on disk minus
+/// what `.gitignore` files exclude. The branch comes from git and is never invented.
+pub fn snapshot_from_dir(path: &Path) -> Result<LocalSnapshot, CheckError> {
     let meta = fs::metadata(path).map_err(CheckError::io(path))?;
     if !meta.is_dir() {
         return Err(CheckError::NotADirectory(path.to_path_buf()));
     }
-    let mut files = BTreeSet::new();
-    walk(path, "", &mut files)?;
+    let mut warnings = Vec::new();
+    let (files, git) = match git_files(path) {
+        Ok(Some(files)) => (files, true),
+        Ok(None) => (walk(path, &mut warnings), false),
+        Err(problem) => {
+            warnings.push(format!(
+                "`{}` looks like a git checkout but git cannot read it ({problem}); checked \
+                 the files on disk instead",
+                path.display()
+            ));
+            (walk(path, &mut warnings), false)
+        }
+    };
     // `.` has no name of its own; the canonical path does.
     let absolute = path.canonicalize().map_err(CheckError::io(path))?;
     let name = absolute
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "root".to_owned());
-    let (branch, head_sha) = git_head(path)?;
-    let (contents, unavailable) = read_contents(path, &files);
-    Ok(Snapshot {
-        repo: RepoRef {
+    let branch = if git {
+        git_output(path, &["symbolic-ref", "-q", "--short", "HEAD"])
+    } else {
+        None
+    };
+    let mut snapshot = Snapshot::new(
+        RepoRef {
             owner: "local".to_owned(),
             name,
         },
-        default_branch: branch.unwrap_or_else(|| FALLBACK_BRANCH.to_owned()),
-        head_sha,
-        archived: false,
-        fork: false,
-        private: false,
-        license_spdx: None,
-        files,
-        protection: Protection::Unknown,
-        from_github: false,
-        contents,
-        unavailable,
-    })
+        branch.unwrap_or_default(),
+    );
+    if git {
+        snapshot.head_sha = git_output(path, &["rev-parse", "-q", "--verify", "HEAD"]);
+    }
+    let (contents, unavailable) = read_contents(path, &files);
+    snapshot.files = files;
+    snapshot.contents = contents;
+    snapshot.unavailable = unavailable;
+    Ok(LocalSnapshot { snapshot, warnings })
+}
+
+/// Trimmed standard output of a successful git command in `dir`.
+fn git_output(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// The files git tracks below `dir`, relative to it; `Ok(None)` when `dir` is not in a git
+/// work tree (or git is not installed), `Err` when it seems to be but git fails.
+fn git_files(dir: &Path) -> Result<Option<BTreeSet<String>>, String> {
+    let inside = match Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--is-inside-work-tree"])
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => return Ok(None),
+    };
+    if !inside.status.success() {
+        // A `.git` here that git rejects is odd; no `.git` at all is just not a checkout.
+        if dir.join(".git").exists() {
+            let stderr = String::from_utf8_lossy(&inside.stderr);
+            return Err(stderr.lines().next().unwrap_or("unknown error").to_owned());
+        }
+        return Ok(None);
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "-z", "--cached", "--", "."])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    Ok(Some(
+        out.stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+    ))
+}
+
+/// Every file below `root` that `.gitignore` files do not exclude (hidden files included,
+/// `.git` itself excluded); unreadable entries become warnings.
+fn walk(root: &Path, warnings: &mut Vec<String>) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let walker = ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(|e| e.file_name() != ".git")
+        .build();
+    for entry in walker {
+        match entry {
+            Ok(entry) => {
+                if entry.file_type().is_some_and(|t| !t.is_dir())
+                    && let Ok(relative) = entry.path().strip_prefix(root)
+                {
+                    let parts: Vec<String> = relative
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect();
+                    files.insert(parts.join("/"));
+                }
+            }
+            Err(e) => warnings.push(format!("skipped: {e}")),
+        }
+    }
+    files
 }
 
 /// The text of the files the policies read; a file that cannot be read as text makes the
@@ -154,79 +252,6 @@ fn read_contents(
     (contents, unavailable)
 }
 
-fn walk(dir: &Path, prefix: &str, files: &mut BTreeSet<String>) -> Result<(), CheckError> {
-    for entry in fs::read_dir(dir).map_err(CheckError::io(dir))? {
-        let entry = entry.map_err(CheckError::io(dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let relative = format!("{prefix}{name}");
-        // `DirEntry::file_type` does not follow links, so a link to a directory is listed
-        // like Git lists it (one blob) and can never make the walk loop.
-        let kind = entry.file_type().map_err(CheckError::io(&entry.path()))?;
-        if kind.is_dir() {
-            if !SKIPPED_DIRS.contains(&name.as_str()) {
-                walk(&entry.path(), &format!("{relative}/"), files)?;
-            }
-        } else {
-            files.insert(relative);
-        }
-    }
-    Ok(())
-}
-
-/// The checked-out branch and commit, from `.git/HEAD`; `(None, None)` without Git.
-fn git_head(root: &Path) -> Result<(Option<String>, Option<String>), CheckError> {
-    let Some(git_dir) = git_dir(root)? else {
-        return Ok((None, None));
-    };
-    let head_path = git_dir.join("HEAD");
-    let head = match fs::read_to_string(&head_path) {
-        Ok(head) => head,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
-        Err(e) => return Err(CheckError::io(&head_path)(e)),
-    };
-    let head = head.trim();
-    match head.strip_prefix("ref: ") {
-        Some(reference) => {
-            let branch = reference
-                .strip_prefix("refs/heads/")
-                .unwrap_or(reference)
-                .to_owned();
-            Ok((Some(branch), resolve_ref(&git_dir, reference)))
-        }
-        // A detached head names a commit, not a branch.
-        None => Ok((None, Some(head.to_owned()).filter(|h| !h.is_empty()))),
-    }
-}
-
-/// `.git` is a directory in a plain clone and a `gitdir: …` file in worktrees and submodules.
-fn git_dir(root: &Path) -> Result<Option<PathBuf>, CheckError> {
-    let dot_git = root.join(".git");
-    if dot_git.is_dir() {
-        return Ok(Some(dot_git));
-    }
-    if !dot_git.is_file() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(&dot_git).map_err(CheckError::io(&dot_git))?;
-    Ok(text
-        .trim()
-        .strip_prefix("gitdir: ")
-        .map(|dir| root.join(dir)))
-}
-
-/// The commit a ref points at, from a loose ref or `packed-refs`; `None` when neither has
-/// it (a fresh repository without commits). Unreadable refs only lose the commit id.
-fn resolve_ref(git_dir: &Path, reference: &str) -> Option<String> {
-    if let Ok(sha) = fs::read_to_string(git_dir.join(reference)) {
-        return Some(sha.trim().to_owned());
-    }
-    let packed = fs::read_to_string(git_dir.join("packed-refs")).ok()?;
-    packed.lines().find_map(|line| {
-        let (sha, name) = line.split_once(' ')?;
-        (name == reference).then(|| sha.to_owned())
-    })
-}
-
 /// Checks the checkout at `path` with the file-based policies of `selection`.
 pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError> {
     for p in policy::all().iter().filter(|p| p.file_based()) {
@@ -238,10 +263,13 @@ pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError
                 })?;
         }
     }
-    let snapshot = snapshot_from_dir(path)?;
+    let local = snapshot_from_dir(path)?;
+    let evaluation = policy::evaluate(&local.snapshot, selection, true);
     Ok(CheckReport {
         path: path.to_path_buf(),
-        findings: policy::evaluate(&snapshot, selection, true).findings,
+        findings: evaluation.findings,
+        unknown: evaluation.unknown,
+        warnings: local.warnings,
     })
 }
 
@@ -255,9 +283,32 @@ impl CheckReport {
         }
     }
 
-    /// Process exit code: 0 without findings, 1 with findings (errors are the caller's 2).
+    /// Process exit code: 1 with findings; otherwise 2 when a policy could not be
+    /// evaluated (the checkout could not be fully checked); 0 when clean. Errors that stop
+    /// the check altogether are the caller's 2 as well.
     pub fn exit_code(&self) -> i32 {
-        i32::from(!self.findings.is_empty())
+        if !self.findings.is_empty() {
+            1
+        } else if !self.unknown.is_empty() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// Warnings and policies that could not be evaluated, one line each, for stderr.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> = self
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect();
+        notes.extend(
+            self.unknown
+                .iter()
+                .map(|(id, why)| format!("warning: policy `{id}` not evaluated: {why}")),
+        );
+        notes
     }
 
     fn table(&self) -> String {
@@ -265,30 +316,46 @@ impl CheckReport {
         if self.findings.is_empty() {
             return format!("No findings in {path}.\n");
         }
-        let header = ("SEVERITY", "POLICY", "TITLE");
-        let rows: Vec<(&str, &str, &str)> = self
+        let header = ("SEVERITY", "POLICY", "WHERE", "TITLE");
+        let places: Vec<String> = self.findings.iter().map(place).collect();
+        let rows: Vec<(&str, &str, &str, &str)> = self
             .findings
             .iter()
-            .map(|f| {
+            .zip(&places)
+            .map(|(f, at)| {
                 (
                     severity_name(f.severity),
                     f.policy.as_str(),
+                    at.as_str(),
                     f.title.as_str(),
                 )
             })
             .collect();
-        let sev_width = rows.iter().map(|r| r.0.len()).chain([header.0.len()]).max();
-        let pol_width = rows.iter().map(|r| r.1.len()).chain([header.1.len()]).max();
-        let (sev_width, pol_width) = (sev_width.unwrap_or(0), pol_width.unwrap_or(0));
+        let width = |pick: fn(&(&str, &str, &str, &str)) -> usize| {
+            rows.iter()
+                .map(pick)
+                .chain([pick(&header)])
+                .max()
+                .unwrap_or(0)
+        };
+        let (w0, w1, w2) = (
+            width(|r| r.0.len()),
+            width(|r| r.1.len()),
+            width(|r| r.2.len()),
+        );
         let mut out = String::new();
-        for (sev, pol, title) in std::iter::once(header).chain(rows) {
+        for (sev, pol, at, title) in std::iter::once(header).chain(rows) {
             // Writing to a `String` cannot fail.
-            let _ = writeln!(out, "{sev:<sev_width$}  {pol:<pol_width$}  {title}");
+            let _ = writeln!(out, "{sev:<w0$}  {pol:<w1$}  {at:<w2$}  {title}");
         }
         let _ = writeln!(out, "\nHow to fix:");
         for f in &self.findings {
-            let item = format!("- {}: {}", f.fingerprint(), summary(&f.remediation));
-            out.push_str(&wrap(&item, TABLE_WIDTH, "  "));
+            let _ = writeln!(out, "\n{} — {}", f.fingerprint(), f.title);
+            for step in fix_steps(&f.remediation) {
+                // `wrap` starts at column 0; the step is indented by two.
+                out.push_str("  ");
+                out.push_str(&wrap(&step, TABLE_WIDTH - 2, "     "));
+            }
         }
         let count = self.findings.len();
         let noun = if count == 1 { "finding" } else { "findings" };
@@ -324,8 +391,9 @@ impl CheckReport {
         pretty(&report)
     }
 
-    /// A minimal SARIF 2.1.0 log: one run, one rule per file-based policy, one result per
-    /// finding located at the repository root (findings are about absence, not a line).
+    /// A SARIF 2.1.0 log: one run, one rule per file-based policy, one result per finding,
+    /// located at its file, line and column when it has one (workflow findings), at the
+    /// repository root otherwise (findings about something absent).
     fn sarif(&self) -> serde_json::Value {
         let policies: Vec<_> = policy::all()
             .into_iter()
@@ -351,9 +419,7 @@ impl CheckReport {
                     "ruleId": f.policy,
                     "level": sarif_level(f.severity),
                     "message": { "text": format!("{}\n\n{}", f.title, f.details) },
-                    "locations": [{
-                        "physicalLocation": { "artifactLocation": { "uri": "." } }
-                    }],
+                    "locations": [{ "physicalLocation": physical_location(f) }],
                     // Lets code scanning track one alert per finding across runs.
                     "partialFingerprints": { "repoGuardian/v1": f.fingerprint() },
                 });
@@ -403,10 +469,51 @@ fn sarif_level(severity: Severity) -> &'static str {
     }
 }
 
-/// The first paragraph of a remediation text, on one line.
-fn summary(remediation: &str) -> String {
-    let first = remediation.split("\n\n").next().unwrap_or_default();
-    first.split_whitespace().collect::<Vec<_>>().join(" ")
+/// `path:line:column` of a located finding, `-` otherwise.
+fn place(f: &Finding) -> String {
+    match &f.location {
+        Some(l) => format!("{}:{}:{}", l.path, l.line, l.column),
+        None => "-".to_owned(),
+    }
+}
+
+/// SARIF `physicalLocation` of a finding: its file and region, or the repository root.
+fn physical_location(f: &Finding) -> serde_json::Value {
+    match &f.location {
+        Some(l) => json!({
+            "artifactLocation": { "uri": l.path, "uriBaseId": "%SRCROOT%" },
+            "region": { "startLine": l.line, "startColumn": l.column },
+        }),
+        None => json!({ "artifactLocation": { "uri": ".", "uriBaseId": "%SRCROOT%" } }),
+    }
+}
+
+/// The numbered steps of a remediation text (`1. …`), each on one line; the first
+/// paragraph when it has none.
+fn fix_steps(remediation: &str) -> Vec<String> {
+    let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut steps: Vec<String> = Vec::new();
+    for line in remediation.lines() {
+        let trimmed = line.trim();
+        let numbered = trimmed
+            .split_once(". ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if numbered {
+            steps.push(trimmed.to_owned());
+        } else if let Some(last) = steps.last_mut()
+            && !trimmed.is_empty()
+        {
+            last.push(' ');
+            last.push_str(trimmed);
+        } else if trimmed.is_empty() && !steps.is_empty() {
+            break;
+        }
+    }
+    if steps.is_empty() {
+        let first = remediation.split("\n\n").next().unwrap_or_default();
+        return vec![one_line(first)];
+    }
+    steps.iter().map(|s| one_line(s)).collect()
 }
 
 #[cfg(test)]
@@ -424,65 +531,113 @@ mod tests {
         dir
     }
 
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    /// A copy of `tests/fixtures/check/<name>` in a fresh git repository, files staged.
+    fn fixture_repo(name: &str) -> tempfile::TempDir {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/check")
+            .join(name);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        copy_dir(&src, dir.path());
+        git(dir.path(), &["init", "-q", "-b", "trunk"]);
+        git(dir.path(), &["add", "-A"]);
+        dir
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in fs::read_dir(from).expect("fixture") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                fs::create_dir_all(&target).expect("mkdir");
+                copy_dir(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+
     fn report(files: &[&str]) -> CheckReport {
         let dir = tree(files);
         run(dir.path(), &Selection::default()).expect("check runs")
     }
 
-    #[test]
-    fn walker_lists_relative_paths_and_skips_build_dirs() {
-        let dir = tree(&[
-            "README.md",
-            "src/lib.rs",
-            "docs/guide/intro.md",
-            ".git/config",
-            "target/debug/guardian",
-            "web/node_modules/left-pad/index.js",
-            ".github/CODEOWNERS",
-        ]);
-        let snap = snapshot_from_dir(dir.path()).expect("snapshot");
-        let files: Vec<_> = snap.files.iter().map(String::as_str).collect();
-        assert_eq!(
-            files,
-            [
-                ".github/CODEOWNERS",
-                "README.md",
-                "docs/guide/intro.md",
-                "src/lib.rs"
-            ]
-        );
-        assert_eq!(snap.repo.owner, "local");
-        let dir_name = dir.path().file_name().and_then(|n| n.to_str());
-        assert_eq!(Some(snap.repo.name.as_str()), dir_name);
-        assert_eq!(snap.default_branch, "main");
-        assert_eq!(snap.protection, Protection::Unknown);
-        assert!(!snap.from_github);
+    fn listed(dir: &Path) -> Vec<String> {
+        let local = snapshot_from_dir(dir).expect("snapshot");
+        local.snapshot.files.into_iter().collect()
     }
 
     #[test]
-    fn walker_reads_branch_and_commit_from_git_head() {
+    fn outside_git_the_walk_honours_gitignore_and_invents_no_branch() {
+        let dir = tree(&[
+            "README.md",
+            "src/lib.rs",
+            ".github/CODEOWNERS",
+            "target/debug/guardian",
+            "LICENSE",
+        ]);
+        fs::write(dir.path().join(".gitignore"), "target/\nLICENSE\n").expect("write");
+        assert_eq!(
+            listed(dir.path()),
+            [
+                ".github/CODEOWNERS",
+                ".gitignore",
+                "README.md",
+                "src/lib.rs"
+            ]
+        );
+        let local = snapshot_from_dir(dir.path()).expect("snapshot");
+        assert_eq!(local.snapshot.repo.owner, "local");
+        let dir_name = dir.path().file_name().and_then(|n| n.to_str());
+        assert_eq!(Some(local.snapshot.repo.name.as_str()), dir_name);
+        assert_eq!(local.snapshot.default_branch, "");
+        assert_eq!(local.snapshot.head_sha, None);
+        assert!(local.warnings.is_empty(), "{:?}", local.warnings);
+    }
+
+    #[test]
+    fn in_git_only_tracked_files_count() {
+        let dir = tree(&["README.md", "notes/draft.md"]);
+        git(dir.path(), &["init", "-q", "-b", "trunk"]);
+        git(dir.path(), &["add", "README.md"]);
+        git(dir.path(), &["commit", "-q", "-m", "first"]);
+        // On disk but gitignored, or untracked: GitHub would not see them.
+        fs::write(dir.path().join(".git/info/exclude"), "LICENSE\n").expect("write");
+        fs::write(dir.path().join("LICENSE"), "MIT\n").expect("write");
+        assert_eq!(listed(dir.path()), ["README.md"]);
+        let local = snapshot_from_dir(dir.path()).expect("snapshot");
+        assert_eq!(local.snapshot.default_branch, "trunk");
+        assert_eq!(local.snapshot.head_sha.as_ref().map(String::len), Some(40));
+        let report = run(dir.path(), &Selection::default()).expect("check");
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.fingerprint() == "license/missing")
+        );
+    }
+
+    #[test]
+    fn an_odd_dot_git_is_a_warning_not_an_abort() {
         let dir = tree(&["README.md"]);
-        let git = dir.path().join(".git");
-        fs::create_dir_all(git.join("refs/heads")).expect("mkdir");
-        fs::write(git.join("HEAD"), "ref: refs/heads/trunk\n").expect("write");
-        fs::write(git.join("refs/heads/trunk"), "abc123\n").expect("write");
-        let snap = snapshot_from_dir(dir.path()).expect("snapshot");
-        assert_eq!(snap.default_branch, "trunk");
-        assert_eq!(snap.head_sha.as_deref(), Some("abc123"));
-
-        fs::remove_file(git.join("refs/heads/trunk")).expect("rm");
-        fs::write(
-            git.join("packed-refs"),
-            "# pack-refs\ndef456 refs/heads/trunk\n",
-        )
-        .expect("write");
-        let snap = snapshot_from_dir(dir.path()).expect("snapshot");
-        assert_eq!(snap.head_sha.as_deref(), Some("def456"));
-
-        fs::write(git.join("HEAD"), "0123abcd\n").expect("write");
-        let snap = snapshot_from_dir(dir.path()).expect("snapshot");
-        assert_eq!(snap.default_branch, "main");
-        assert_eq!(snap.head_sha.as_deref(), Some("0123abcd"));
+        fs::write(dir.path().join(".git"), "gitdir: /nowhere/at/all\n").expect("write");
+        let local = snapshot_from_dir(dir.path()).expect("snapshot");
+        assert_eq!(
+            local.snapshot.files.iter().collect::<Vec<_>>(),
+            ["README.md"]
+        );
+        assert_eq!(local.warnings.len(), 1, "{:?}", local.warnings);
+        assert!(local.warnings[0].contains("git cannot read it"));
     }
 
     #[test]
@@ -493,8 +648,7 @@ mod tests {
         assert!(matches!(err, CheckError::NotADirectory(_)));
         assert!(err.to_string().contains("README.md"), "{err}");
         let missing = dir.path().join("nope");
-        let err = run(&missing, &Selection::default()).unwrap_err();
-        assert!(matches!(err, CheckError::Io { .. }));
+        let err = snapshot_from_dir(&missing).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 
@@ -511,29 +665,66 @@ mod tests {
     }
 
     #[test]
-    fn clean_checkout_has_no_findings() {
-        let clean = report(&["LICENSE", "README.md", "SECURITY.md", ".github/CODEOWNERS"]);
-        assert!(clean.findings.is_empty());
-        assert_eq!(clean.exit_code(), 0);
+    fn every_file_policy_violated_reports_exactly_the_expected_set() {
+        let dir = fixture_repo("violations");
+        fs::write(dir.path().join(".gitignore"), "LICENSE\n").expect("write");
+        fs::write(dir.path().join("LICENSE"), "MIT\n").expect("write");
+        let report = run(dir.path(), &Selection::default()).expect("check");
+        let got: Vec<(String, Option<(u32, u32)>)> = report
+            .findings
+            .iter()
+            .map(|f| {
+                (
+                    f.fingerprint(),
+                    f.location.as_ref().map(|l| (l.line, l.column)),
+                )
+            })
+            .collect();
+        let triage = ".github/workflows/triage.yml";
+        let expected: Vec<(String, Option<(u32, u32)>)> = vec![
+            ("codeowners/missing".into(), None),
+            (
+                "dangerous-workflow/injection:.github/workflows/triage.yml:triage:github.event.issue.title".into(),
+                Some((10, 30)),
+            ),
+            ("dangerous-workflow/invalid:.github/workflows/broken.yml".into(), Some((6, 1))),
+            ("license/missing".into(), None),
+            (format!("pinned-actions/unpinned:{triage}:actions/checkout"), Some((9, 15))),
+            ("readme/missing".into(), None),
+            ("security-policy/missing".into(), None),
+            (format!("workflow-permissions/default-permissions:{triage}"), Some((6, 3))),
+        ];
+        assert_eq!(got, expected);
+        assert_eq!(report.exit_code(), 1);
+        assert!(report.unknown.is_empty() && report.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_clean_fixture_has_no_findings() {
+        let dir = fixture_repo("clean");
+        let report = run(dir.path(), &Selection::default()).expect("check");
+        assert_eq!(report.findings, []);
+        assert_eq!(report.exit_code(), 0);
         assert!(
-            clean
+            report
                 .render(CheckFormat::Table)
                 .starts_with("No findings in ")
         );
     }
 
     #[test]
-    fn table_aligns_columns_and_summarises_remediation() {
-        let report = report(&["README.md", "SECURITY.md"]);
-        assert_eq!(report.exit_code(), 1);
-        let table = report.render(CheckFormat::Table);
-        let lines: Vec<_> = table.lines().collect();
-        assert_eq!(lines[0], "SEVERITY  POLICY      TITLE");
-        assert_eq!(lines[1], "low       codeowners  No CODEOWNERS file");
-        assert_eq!(lines[2], "medium    license     No license file");
-        assert!(table.contains("- license/missing: Without a license"));
-        let total = format!("\n2 findings in {}.\n", report.path.display());
-        assert!(table.ends_with(&total), "{table}");
+    fn a_policy_that_could_not_be_evaluated_exits_2() {
+        let dir = fixture_repo("clean");
+        fs::write(
+            dir.path().join(".github/workflows/triage.yml"),
+            [0xff, 0xfe, 0x00],
+        )
+        .expect("write");
+        let report = run(dir.path(), &Selection::default()).expect("check");
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert!(report.unknown.contains_key("pinned-actions"));
+        assert_eq!(report.exit_code(), 2);
+        assert!(report.notes().iter().any(|n| n.contains("not evaluated")));
     }
 
     #[test]
@@ -549,7 +740,24 @@ mod tests {
     }
 
     #[test]
-    fn json_parses_and_carries_fingerprints() {
+    fn table_shows_where_and_the_numbered_fix_steps() {
+        let dir = fixture_repo("violations");
+        let table = run(dir.path(), &Selection::default())
+            .expect("check")
+            .render(CheckFormat::Table);
+        let lines: Vec<_> = table.lines().collect();
+        assert!(lines[0].starts_with("SEVERITY  POLICY"), "{table}");
+        assert!(
+            table.contains(".github/workflows/triage.yml:10:30"),
+            "{table}"
+        );
+        assert!(table.contains("\n  1. Choose a license"), "{table}");
+        assert!(table.contains("\n  2. Add it as `LICENSE`"), "{table}");
+        assert!(table.ends_with(&format!("\n8 findings in {}.\n", dir.path().display())));
+    }
+
+    #[test]
+    fn json_parses_and_carries_fingerprints_and_locations() {
         let report = report(&["README.md"]);
         let value: Value = serde_json::from_str(&report.render(CheckFormat::Json)).expect("JSON");
         assert_eq!(value["path"], report.path.display().to_string());
@@ -563,55 +771,64 @@ mod tests {
     }
 
     #[test]
-    fn sarif_has_the_required_fields() {
-        let report = report(&["README.md"]);
+    fn sarif_validates_against_the_2_1_0_schema_and_carries_regions() {
+        let dir = fixture_repo("violations");
+        let report = run(dir.path(), &Selection::default()).expect("check");
         let log: Value = serde_json::from_str(&report.render(CheckFormat::Sarif)).expect("JSON");
-        assert_eq!(log["version"], "2.1.0");
+        let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/check/sarif-schema-2.1.0.json");
+        let schema: Value =
+            serde_json::from_str(&fs::read_to_string(schema_path).expect("schema")).expect("JSON");
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let errors: Vec<String> = validator.iter_errors(&log).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        // A deliberately broken log is rejected, so the validation above means something.
+        let mut broken = log.clone();
+        broken["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"] =
+            Value::from(0);
+        assert!(!validator.is_valid(&broken) || report.findings[0].location.is_none());
+        broken["version"] = Value::from("9.9");
+        assert!(!validator.is_valid(&broken));
+
         let run = &log["runs"][0];
-        let driver = &run["tool"]["driver"];
-        assert_eq!(driver["name"], "repo-guardian");
-        let rules = driver["rules"].as_array().expect("rules");
-        let rule_ids: Vec<_> = rules
-            .iter()
-            .map(|r| r["id"].as_str().unwrap_or(""))
-            .collect();
-        assert_eq!(
-            rule_ids,
-            [
-                "license",
-                "readme",
-                "security-policy",
-                "codeowners",
-                "dangerous-workflow",
-                "workflow-permissions",
-                "pinned-actions"
-            ]
-        );
-        for rule in rules {
-            assert!(rule["shortDescription"]["text"].is_string());
-            assert!(
-                rule["help"]["text"]
-                    .as_str()
-                    .is_some_and(|t| t.contains("docs.github.com"))
-            );
-        }
-        let results = run["results"].as_array().expect("results");
-        assert_eq!(results.len(), 3);
-        let license = &results[1];
-        assert_eq!(license["ruleId"], "license");
-        assert_eq!(license["level"], "warning");
-        assert_eq!(
-            rules[license["ruleIndex"].as_u64().expect("index") as usize]["id"],
-            "license"
-        );
-        assert!(
-            license["message"]["text"]
+        let rules = run["tool"]["driver"]["rules"].as_array().expect("rules");
+        assert!(rules.iter().all(|r| {
+            r["help"]["text"]
                 .as_str()
-                .is_some_and(|t| t.starts_with("No license file"))
+                .is_some_and(|t| t.contains("docs.github.com"))
+        }));
+        let results = run["results"].as_array().expect("results");
+        assert_eq!(results.len(), 8);
+        let injection = results
+            .iter()
+            .find(|r| {
+                r["ruleId"] == "dangerous-workflow"
+                    && r["message"]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("expands"))
+            })
+            .expect("injection result");
+        let location = &injection["locations"][0]["physicalLocation"];
+        assert_eq!(
+            location["artifactLocation"]["uri"],
+            ".github/workflows/triage.yml"
         );
-        let uri = &license["locations"][0]["physicalLocation"]["artifactLocation"]["uri"];
-        assert_eq!(uri, ".");
-        assert_eq!(results[0]["level"], "note");
+        assert_eq!(location["region"]["startLine"], 10);
+        assert_eq!(location["region"]["startColumn"], 30);
+        assert_eq!(injection["level"], "error");
+        assert!(
+            injection["partialFingerprints"]["repoGuardian/v1"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("dangerous-workflow/injection:"))
+        );
+        let license = results
+            .iter()
+            .find(|r| r["ruleId"] == "license")
+            .expect("license");
+        assert_eq!(
+            license["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "."
+        );
     }
 
     #[test]
@@ -619,5 +836,12 @@ mod tests {
         assert_eq!(sarif_level(Severity::Critical), "error");
         assert_eq!(sarif_level(Severity::High), "error");
         assert_eq!(severity_name(Severity::Critical), "critical");
+    }
+
+    #[test]
+    fn fix_steps_are_the_numbered_lines() {
+        let steps = fix_steps("Why.\n\n1. First\nstill first.\n2. Second.\n\nSee docs.");
+        assert_eq!(steps, ["1. First still first.", "2. Second."]);
+        assert_eq!(fix_steps("Just do it\nnow."), ["Just do it now."]);
     }
 }

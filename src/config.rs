@@ -24,8 +24,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub telemetry: TelemetrySettings,
     pub targets: TargetFilters,
-    /// The OpenAI-compatible endpoint of the optional review step. Accepted and validated
-    /// now so deployments can provision the secret; no step calls it yet.
+    /// The OpenAI-compatible model of the optional review step.
     #[serde(default)]
     pub llm: LlmSettings,
     /// Per-policy switches and options, keyed by policy id (`[policies.license]`).
@@ -73,10 +72,16 @@ pub struct NatsSettings {
     /// Stream replicas: 1 for a single server, 3 on a 3-node cluster.
     pub replicas: usize,
     /// How long the work stream deduplicates `Nats-Msg-Id`s.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub duplicate_window: Duration,
     /// Consumer AckWait; in-progress heartbeats are sent at a third of it.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub ack_wait: Duration,
     /// The application's delivery budget: deliveries that ended in a failure before a
     /// transiently failing step is given up and dead-lettered (`bus::consumer::decide`).
@@ -90,10 +95,16 @@ pub struct NatsSettings {
     #[serde(deserialize_with = "durations", serialize_with = "serialize_durations")]
     pub backoff: Vec<Duration>,
     /// How long the audit trail in `GUARDIAN_EVENTS` is kept.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub events_max_age: Duration,
     /// How long dead letters are kept.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub dlq_max_age: Duration,
 }
 
@@ -107,7 +118,10 @@ pub struct GithubSettings {
     #[serde(serialize_with = "redacted")]
     pub token: Option<SecretString>,
     /// Per-request timeout.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub timeout: Duration,
     /// Conditional requests against the shared ETag cache (`guardian_http`). Only worth
     /// switching off to measure what the cache saves.
@@ -119,12 +133,18 @@ pub struct GithubSettings {
     /// Least time between two mutating requests (POST/PATCH/PUT/DELETE) of one worker.
     /// GitHub asks integrations not to send writes concurrently and to wait about a second
     /// between them; writes are also serialised per worker.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub write_interval: Duration,
     /// First wait after a secondary rate limit answered without `Retry-After` (GitHub asks
     /// for at least a minute); it doubles with each further one, up to 16 times, and resets
     /// after a success.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub secondary_limit_backoff: Duration,
 }
 
@@ -142,14 +162,75 @@ impl std::fmt::Debug for GithubSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Id of the policy whose findings the model reports (`crate::llm::answer`).
+pub const LLM_AUDIT_POLICY: &str = "llm-audit";
+
+/// The optional review step's model (`[llm]`); see `docs/llm.md`. Without both `api_url`
+/// and `model`, no step calls a model and nothing else here matters.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmSettings {
-    /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp).
+    /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp); the client
+    /// posts to `{api_url}/chat/completions`.
     pub api_url: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set; local servers usually need none.
     #[serde(serialize_with = "redacted")]
     pub api_key: Option<SecretString>,
     pub model: Option<String>,
+    /// Per-request timeout; a slower answer counts as a failed call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further attempts after a 429, a 5xx or a network error.
+    pub max_retries: u32,
+    /// First delay between attempts, doubled each time, unless `Retry-After` says otherwise.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest `Retry-After` honoured; a longer one gives the call up.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// Model calls in flight at once in one worker.
+    pub concurrency: usize,
+    /// Tokens (prompt + completion) one run may spend; 0 = no limit.
+    pub max_tokens_per_run: u64,
+    /// Tokens the whole fleet may spend per UTC day; 0 = no limit.
+    pub max_tokens_per_day: u64,
+    /// `max_tokens` asked of the model per answer.
+    pub max_completion_tokens: u32,
+    /// Characters of repository content (per file) put into a prompt; the rest is cut.
+    pub max_input_chars: usize,
+    /// Characters of model text (per answer field) allowed into an issue.
+    pub max_output_chars: usize,
+    /// Findings the `llm-audit` policy reports per repository at most.
+    pub max_audit_findings: usize,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings {
+            api_url: None,
+            api_key: None,
+            model: None,
+            timeout: Duration::from_secs(60),
+            max_retries: 2,
+            retry_backoff: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(60),
+            concurrency: 2,
+            max_tokens_per_run: 0,
+            max_tokens_per_day: 0,
+            max_completion_tokens: 800,
+            max_input_chars: 12_000,
+            max_output_chars: 3_000,
+            max_audit_findings: 10,
+        }
+    }
+}
+
+impl LlmSettings {
+    /// `true` when a model is configured, which turns the review step on.
+    pub fn configured(&self) -> bool {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        set(&self.api_url) && set(&self.model)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -165,20 +246,35 @@ pub struct WorkerSettings {
     /// Steps handled at once by one worker, per step.
     pub concurrency: StepConcurrency,
     /// After SIGTERM: how long in-flight steps may finish before they are handed back.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub drain_timeout: Duration,
     /// How long a worker holds a repository's reconcile lease before others may take it.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub lease_ttl: Duration,
     /// How often queue depth is read from the consumers for metrics.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub queue_poll_interval: Duration,
     /// A run whose record has not changed for this long is finalised as `stalled` by the
     /// sweeper, with a reason for every repository still pending.
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub stall_timeout: Duration,
     /// How often the sweeper looks for stalled runs (one worker of the fleet at a time).
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
     pub sweep_interval: Duration,
 }
 
@@ -276,7 +372,26 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
 }
 
 fn serialize_durations<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+    s.collect_seq(v.iter().map(|d| short_duration(*d)))
+}
+
+fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&short_duration(*d))
+}
+
+/// A duration the way the defaults spell it: its largest whole unit (`90d`, `2m`, `1s`),
+/// which reads back to the same value (humantime's own format would say `2months 29days…`).
+pub fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Secrets never leave their type: a set secret is shown as a placeholder, an unset one as
@@ -385,12 +500,7 @@ impl Settings {
                 "use either nats.creds or nats.user/nats.password, not both",
             );
         }
-        if let Some(url) = &self.llm.api_url
-            && !url.starts_with("http://")
-            && !url.starts_with("https://")
-        {
-            return invalid("llm.api_url", "must be an http(s) URL");
-        }
+        self.validate_llm()?;
         if !(1..=5).contains(&self.nats.replicas) {
             return invalid("nats.replicas", "must be between 1 and 5");
         }
@@ -470,8 +580,60 @@ impl Settings {
                 });
             }
         }
-        crate::policy::validate_selection(&self.policy_selection())
+        let mut selection = self.policy_selection();
+        // `llm-audit` runs in the review step, not in the registry of pure policies; it can
+        // be switched on or off but takes no options.
+        selection.enabled.remove(LLM_AUDIT_POLICY);
+        if selection
+            .options
+            .remove(LLM_AUDIT_POLICY)
+            .is_some_and(|o| !o.is_empty())
+        {
+            return Err(ConfigError::Policy {
+                key: format!("policies.{LLM_AUDIT_POLICY}.options"),
+                problem: "llm-audit takes no options (see [llm] for its limits)".into(),
+            });
+        }
+        crate::policy::validate_selection(&selection)
             .map_err(|(key, problem)| ConfigError::Policy { key, problem })?;
+        Ok(())
+    }
+
+    fn validate_llm(&self) -> Result<(), ConfigError> {
+        let llm = &self.llm;
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+        if let Some(url) = llm.api_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            match url::Url::parse(url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return invalid("llm.api_url", "must be an http(s) URL".into()),
+            }
+            if blank(&llm.model) {
+                return invalid("llm.model", "must be set when llm.api_url is".into());
+            }
+        } else if !blank(&llm.model) {
+            return invalid("llm.api_url", "must be set when llm.model is".into());
+        }
+        if llm.timeout < Duration::from_millis(100) {
+            return invalid("llm.timeout", "must be at least 100ms".into());
+        }
+        for (key, value, min, max) in [
+            ("llm.concurrency", llm.concurrency, 1, 256),
+            ("llm.max_input_chars", llm.max_input_chars, 200, 1_000_000),
+            ("llm.max_output_chars", llm.max_output_chars, 200, 60_000),
+            ("llm.max_audit_findings", llm.max_audit_findings, 0, 100),
+            ("llm.max_retries", llm.max_retries as usize, 0, 10),
+            (
+                "llm.max_completion_tokens",
+                llm.max_completion_tokens as usize,
+                16,
+                1_000_000,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return invalid(key, format!("must be between {min} and {max}, got {value}"));
+            }
+        }
         Ok(())
     }
 
@@ -580,6 +742,37 @@ mod tests {
     }
 
     #[test]
+    fn llm_settings_go_together_and_name_the_key() {
+        let err = |vars: &[(&str, &str)]| load(vars).unwrap_err().to_string();
+        assert!(!load(&[]).unwrap().llm.configured());
+        let s = load(&[
+            ("GUARDIAN__LLM__API_URL", "http://127.0.0.1:11434/v1"),
+            ("GUARDIAN__LLM__MODEL", "llama3.2"),
+            ("GUARDIAN__LLM__MAX_TOKENS_PER_DAY", "50000"),
+            ("GUARDIAN__LLM__TIMEOUT", "90s"),
+        ])
+        .unwrap();
+        assert!(s.llm.configured());
+        assert_eq!(s.llm.max_tokens_per_day, 50_000);
+        assert_eq!(s.llm.timeout, Duration::from_secs(90));
+        assert!(err(&[("GUARDIAN__LLM__API_URL", "http://x/v1")]).contains("llm.model"));
+        assert!(err(&[("GUARDIAN__LLM__MODEL", "m")]).contains("llm.api_url"));
+        assert!(
+            err(&[
+                ("GUARDIAN__LLM__API_URL", "ftp://x"),
+                ("GUARDIAN__LLM__MODEL", "m")
+            ])
+            .contains("llm.api_url")
+        );
+        assert!(err(&[("GUARDIAN__LLM__CONCURRENCY", "0")]).contains("llm.concurrency"));
+        let off = load(&[("GUARDIAN__POLICIES__LLM-AUDIT__ENABLED", "false")]).unwrap();
+        assert_eq!(
+            off.policy_selection().enabled.get(LLM_AUDIT_POLICY),
+            Some(&false)
+        );
+    }
+
+    #[test]
     fn policy_ids_and_options_are_validated_at_start_up() {
         let file = |toml: &str| {
             let dir = tempfile::tempdir().expect("temporary directory");
@@ -614,6 +807,20 @@ mod tests {
         );
         let err = load(&[("GUARDIAN__POLICIES__README__ENABLED", "maybe")]);
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn durations_are_written_in_their_largest_whole_unit() {
+        for (d, text) in [
+            (Duration::from_secs(90 * 86_400), "90d"),
+            (Duration::from_secs(7_200), "2h"),
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_secs(25), "25s"),
+            (Duration::from_millis(1_500), "1500ms"),
+        ] {
+            assert_eq!(short_duration(d), text);
+            assert_eq!(humantime::parse_duration(text).unwrap(), d);
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The ops HTTP server: `/healthz` (the process is alive), `/readyz` (connected to NATS,
-//! streams bound, not draining; 503 otherwise) and `/metrics` (Prometheus text format).
+//! kill switches loaded, every consumer task alive, not draining; 503 with the reason
+//! otherwise) and `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Default)]
 pub struct Readiness {
     ready: Arc<AtomicBool>,
+    /// Set once a part the worker cannot do without has stopped; never cleared.
+    failed: Arc<Mutex<Option<String>>>,
     client: Option<async_nats::Client>,
 }
 
@@ -23,6 +26,7 @@ impl Readiness {
     pub fn new(client: Option<async_nats::Client>) -> Self {
         Readiness {
             ready: Arc::new(AtomicBool::new(false)),
+            failed: Arc::default(),
             client,
         }
     }
@@ -31,14 +35,26 @@ impl Readiness {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Marks the worker not ready for good: `what` stopped (a consumer task died).
+    pub fn set_failed(&self, what: impl Into<String>) {
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.get_or_insert_with(|| what.into());
+        }
+    }
+
     /// `Ok` when ready, otherwise the reason.
-    pub fn check(&self) -> Result<(), &'static str> {
+    pub fn check(&self) -> Result<(), String> {
+        if let Ok(failed) = self.failed.lock()
+            && let Some(what) = failed.as_ref()
+        {
+            return Err(format!("not ready: {what}"));
+        }
         if !self.ready.load(Ordering::SeqCst) {
-            return Err("not ready: starting or draining");
+            return Err("not ready: starting or draining".into());
         }
         match &self.client {
             Some(c) if c.connection_state() != async_nats::connection::State::Connected => {
-                Err("not ready: NATS disconnected")
+                Err("not ready: NATS disconnected".into())
             }
             _ => Ok(()),
         }
@@ -51,7 +67,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     match readiness.check() {
-        Ok(()) => (StatusCode::OK, "ready\n"),
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }
 }

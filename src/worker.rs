@@ -1,10 +1,12 @@
 //! A fleet worker: provisions, serves the trigger API and the ops endpoints, consumes every
-//! step, watches the kill switches and reports queue depth — until its shutdown token is
-//! cancelled, then drains and returns.
+//! step, dead-letters what the server gave up on, sweeps stalled runs, watches the kill
+//! switches and reports queue depth — until its shutdown token is cancelled (then it drains
+//! and returns) or one of those parts stops (then it drains and returns an error).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::consumer::{self, ConsumerOptions};
@@ -12,10 +14,16 @@ use crate::bus::flags::Flags;
 use crate::bus::{Bus, Step, WORK_STREAM, provision};
 use crate::config::Settings;
 use crate::ops::{self, Readiness};
-use crate::workflow::{Handler, Workflow};
+use crate::workflow::{Handler, Workflow, sweep};
 use crate::{service, telemetry};
 
 /// Runs a worker on an existing connection until `shutdown`.
+///
+/// Fails closed: consumers start only once the kill switches are loaded. Every part runs
+/// as a task of its own; when one of them stops before `shutdown` (a consumer that can no
+/// longer bind, the trigger service, the advisory watch), `/readyz` turns not-ready with
+/// the reason, the rest drains, and this returns an error so the process exits non-zero
+/// and the platform restarts it.
 pub async fn run(
     bus: Bus,
     settings: Arc<Settings>,
@@ -40,25 +48,98 @@ pub async fn run(
     telemetry::metrics().register_llm_model(settings.llm.model.as_deref().unwrap_or("none"));
     let flags = Flags::default();
     let workflow = Workflow::new(bus.clone(), settings.clone(), flags.clone()).await?;
-    let handler: Arc<dyn consumer::StepHandler> = Arc::new(Handler(workflow.clone()));
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(flags.clone().watch(bus.clone(), shutdown.clone()));
+    // Stopping every part: the caller's shutdown, or one part failing.
+    let stop = shutdown.child_token();
+    let mut tasks: JoinSet<Part> = JoinSet::new();
     {
-        let (bus, runs, shutdown) = (bus.clone(), workflow.runs.clone(), shutdown.clone());
+        let (flags, bus, stop) = (flags.clone(), bus.clone(), stop.clone());
         tasks.spawn(async move {
-            if let Err(e) = service::serve(bus, runs, shutdown).await {
-                tracing::error!(error.message = %e, "trigger service stopped");
-            }
+            flags.watch(bus, stop).await;
+            Part::ended("the kill-switch watch", Ok(()))
         });
     }
-    tasks.spawn(poll_queue_depth(
-        bus.clone(),
-        settings.worker.queue_poll_interval,
-        shutdown.clone(),
-    ));
+    // Fail closed: nothing is consumed before the first snapshot of the flags.
+    let failure = if flags.wait_known(&stop).await {
+        start_parts(&mut tasks, &bus, &settings, &workflow, &flags, &stop);
+        readiness.set_ready(true);
+        tracing::info!(worker = %workflow.worker_id, "worker ready");
+        let failure = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            Some(joined) = tasks.join_next() => Some(match joined {
+                Ok(part) => part.describe(),
+                Err(e) => format!("a worker task panicked: {e}"),
+            }),
+        };
+        if let Some(what) = &failure {
+            tracing::error!(stopped = %what, "a part of the worker stopped; not ready, draining and exiting");
+            readiness.set_failed(what.clone());
+        }
+        failure
+    } else {
+        None
+    };
+    stop.cancel();
+    drain(
+        tasks,
+        &settings,
+        &bus,
+        readiness,
+        ops_shutdown,
+        ops_task,
+        failure,
+    )
+    .await
+}
+
+/// Starts every part that takes work: the trigger service, the advisory watch, the
+/// sweeper, the queue-depth poller and one consumer per step.
+fn start_parts(
+    tasks: &mut JoinSet<Part>,
+    bus: &Bus,
+    settings: &Arc<Settings>,
+    workflow: &Arc<Workflow>,
+    flags: &Flags,
+    stop: &CancellationToken,
+) {
+    let handler: Arc<dyn consumer::StepHandler> = Arc::new(Handler(workflow.clone()));
+    {
+        let (bus, runs, stop) = (bus.clone(), workflow.runs.clone(), stop.clone());
+        tasks.spawn(async move {
+            let result = service::serve(bus, runs, stop).await;
+            Part::ended("the trigger service", result.map_err(|e| format!("{e:#}")))
+        });
+    }
+    {
+        let (bus, handler, stop) = (bus.clone(), handler.clone(), stop.clone());
+        tasks.spawn(async move {
+            let result = consumer::watch_max_deliveries(bus, handler, stop).await;
+            Part::ended(
+                "the max-deliveries advisory watch",
+                result.map_err(|e| e.to_string()),
+            )
+        });
+    }
+    {
+        let (wf, stop) = (workflow.clone(), stop.clone());
+        tasks.spawn(async move {
+            sweep::run(wf, stop).await;
+            Part::ended("the sweeper", Ok(()))
+        });
+    }
+    {
+        let (bus, every, stop) = (
+            bus.clone(),
+            settings.worker.queue_poll_interval,
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            poll_queue_depth(bus, every, stop).await;
+            Part::ended("the queue-depth poller", Ok(()))
+        });
+    }
     let concurrency = settings.worker.concurrency;
-    for step in [Step::Plan, Step::Scan, Step::Review, Step::Reconcile] {
+    for step in Step::ALL {
         let options = ConsumerOptions {
             step,
             concurrency: match step {
@@ -70,35 +151,66 @@ pub async fn run(
             nats: settings.nats.clone(),
             drain_timeout: settings.worker.drain_timeout,
         };
-        let (bus, handler, flags, shutdown) = (
-            bus.clone(),
-            handler.clone(),
-            flags.clone(),
-            shutdown.clone(),
-        );
+        let (bus, handler, flags, stop) =
+            (bus.clone(), handler.clone(), flags.clone(), stop.clone());
         tasks.spawn(async move {
-            if let Err(e) =
-                consumer::run_step_consumer(bus, options, handler, flags, shutdown).await
-            {
-                tracing::error!(step = %step, error.message = %e, "consumer stopped");
-            }
+            let result = consumer::run_step_consumer(bus, options, handler, flags, stop).await;
+            Part::ended(step.consumer_task(), result.map_err(|e| e.to_string()))
         });
     }
-    tasks.spawn(crate::schedule::run(
-        bus.clone(),
-        settings.schedules.clone(),
-        workflow.worker_id.clone(),
-        shutdown.clone(),
-    ));
-    readiness.set_ready(true);
-    tracing::info!(worker = %workflow.worker_id, "worker ready");
+    if !settings.schedules.is_empty() {
+        let (bus, schedules, worker, stop) = (
+            bus.clone(),
+            settings.schedules.clone(),
+            workflow.worker_id.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            crate::schedule::run(bus, schedules, worker, stop).await;
+            Part::ended("the scheduler", Ok(()))
+        });
+    }
+}
 
-    shutdown.cancelled().await;
+/// A part of the worker that ended, and how.
+struct Part {
+    name: String,
+    result: Result<(), String>,
+}
+
+impl Part {
+    fn ended(name: impl Into<String>, result: Result<(), String>) -> Part {
+        Part {
+            name: name.into(),
+            result,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.result {
+            Ok(()) => format!("{} stopped", self.name),
+            Err(e) => format!("{} stopped: {e}", self.name),
+        }
+    }
+}
+
+/// Stops every part, lets in-flight steps drain, and reports `failure` as the error.
+async fn drain(
+    mut tasks: JoinSet<Part>,
+    settings: &Settings,
+    bus: &Bus,
+    readiness: Readiness,
+    ops_shutdown: CancellationToken,
+    ops_task: tokio::task::JoinHandle<()>,
+    failure: Option<String>,
+) -> anyhow::Result<()> {
     readiness.set_ready(false);
     tracing::info!(drain_timeout = ?settings.worker.drain_timeout, "draining");
-    // Consumers hand unfinished steps back within the drain timeout; the grace on top
-    // covers their last acks. When NATS itself is gone nothing can be handed back, and the
-    // worker must still exit: JetStream redelivers whatever was not acknowledged.
+    // Every part watches a child of the shutdown token; cancelling them all is done by
+    // aborting what does not finish in time. Consumers hand unfinished steps back within
+    // the drain timeout; the grace on top covers their last acks. When NATS itself is
+    // gone nothing can be handed back, and the worker must still exit: JetStream
+    // redelivers whatever was not acknowledged.
     let grace = settings.worker.drain_timeout + Duration::from_secs(5);
     let drained =
         tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
@@ -112,7 +224,10 @@ pub async fn run(
     ops_shutdown.cancel();
     let _ = ops_task.await;
     tracing::info!("worker stopped");
-    Ok(())
+    match failure {
+        Some(what) => Err(anyhow::anyhow!("worker stopped because {what}")),
+        None => Ok(()),
+    }
 }
 
 /// Reads the backlog of each step's consumer into `guardian_queue_pending`.

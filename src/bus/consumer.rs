@@ -170,6 +170,20 @@ pub async fn run_step_consumer(
         if shutdown.is_cancelled() {
             break;
         }
+        // A consumer that is gone for good (deleted) ends this loop with an error instead
+        // of failing quietly forever; while NATS is away, failures are just retried.
+        if fetch_failures >= 5 {
+            let connected =
+                bus.client.connection_state() == async_nats::connection::State::Connected;
+            match bind().await {
+                Err(gone) if connected => {
+                    tracker.close();
+                    tracker.wait().await;
+                    return Err(gone);
+                }
+                _ => fetch_failures = 0,
+            }
+        }
         // Fail closed: unknown flags read as paused.
         if !flags.may_take_work() {
             if idle(Duration::from_millis(250)).await {
@@ -212,21 +226,11 @@ pub async fn run_step_consumer(
         let mut batch = tokio::select! {
             _ = shutdown.cancelled() => break 'fetching,
             b = batch => match b {
-                Ok(b) => { fetch_failures = 0; b },
+                Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(step = %step, error.message = %e, "fetch failed; retrying");
                     telemetry::metrics().error("nats");
                     fetch_failures += 1;
-                    // A consumer that is gone for good (deleted) ends this loop with an
-                    // error instead of failing quietly forever.
-                    if fetch_failures >= 5 && let Err(gone) = bind().await
-                        && bus.client.connection_state() == async_nats::connection::State::Connected
-                    {
-                        abort.cancel();
-                        tracker.close();
-                        tracker.wait().await;
-                        return Err(gone);
-                    }
                     drop(slots);
                     if idle(Duration::from_secs(1)).await {
                         continue 'fetching;
@@ -237,9 +241,15 @@ pub async fn run_step_consumer(
         };
         while let Some(next) = batch.next().await {
             let message = match next {
-                Ok(m) => m,
+                Ok(m) => {
+                    fetch_failures = 0;
+                    m
+                }
                 Err(e) => {
+                    // Not a plain expiry (that ends the batch quietly): counted like a
+                    // failed fetch, so a consumer deleted under us is noticed.
                     tracing::debug!(step = %step, error.message = %e, "fetch ended");
+                    fetch_failures += 1;
                     break;
                 }
             };

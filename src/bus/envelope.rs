@@ -13,7 +13,7 @@ use crate::domain::{Finding, RepoRef};
 /// Newest envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Envelope {
     pub v: u32,
     pub run_id: String,
@@ -21,7 +21,7 @@ pub struct Envelope {
     pub task: Task,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "step", content = "data", rename_all = "lowercase")]
 pub enum Task {
     Plan(PlanTask),
@@ -50,7 +50,7 @@ impl Task {
 }
 
 /// Expand a target into repositories and fan out scans.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanTask {
     pub target: String,
     #[serde(default)]
@@ -58,7 +58,7 @@ pub struct PlanTask {
 }
 
 /// Build one repository's snapshot and evaluate the policies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScanTask {
     pub repo: RepoRef,
     #[serde(default)]
@@ -69,7 +69,7 @@ pub struct ScanTask {
 }
 
 /// Make the repository's issues match its findings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReconcileTask {
     pub repo: RepoRef,
     #[serde(default)]

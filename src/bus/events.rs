@@ -43,7 +43,7 @@ impl Event {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct EventPayload<'a> {
     v: u32,
     run_id: &'a str,
@@ -51,8 +51,14 @@ struct EventPayload<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     repo: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
     time: time::OffsetDateTime,
     data: serde_json::Value,
+}
+
+/// The JSON Schema of an event payload (published in `docs/schemas/`).
+pub fn payload_schema() -> schemars::Schema {
+    schemars::schema_for!(EventPayload<'static>)
 }
 
 /// Publishes one event. `key` distinguishes events of the same kind within a run (a

@@ -30,6 +30,8 @@ pub const HTTP_BUCKET: &str = "guardian_http";
 pub const FLAGS_BUCKET: &str = "guardian_flags";
 pub const LEASES_BUCKET: &str = "guardian_leases";
 pub const DEFERRALS_BUCKET: &str = "guardian_deferrals";
+/// LLM answer cache and token budgets (`crate::llm::store`).
+pub const LLM_BUCKET: &str = "guardian_llm";
 pub const SERVICE_NAME: &str = "repo-guardian";
 pub const RUN_ENDPOINT: &str = "guardian.run";
 pub const STATUS_ENDPOINT: &str = "guardian.status";
@@ -64,6 +66,11 @@ impl Step {
     /// `guardian.dlq.<step>`, where its dead letters go.
     pub fn dlq_subject(self) -> String {
         format!("guardian.dlq.{}", self.as_str())
+    }
+
+    /// How the worker names this step's consumer task in logs and `/readyz`.
+    pub fn consumer_task(self) -> String {
+        format!("the {} consumer", self.consumer())
     }
 
     /// Durable consumer name, `guardian-<step>`.
@@ -271,18 +278,21 @@ impl Bus {
 /// comma-separated list loses its user and password.
 pub fn redact_url(url: &str) -> String {
     url.split(',')
-        .map(|one| match url::Url::parse(one.trim()) {
-            Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.to_string()
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = match one.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, one),
+            };
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let rest = match rest[..authority_end].rfind('@') {
+                Some(at) => &rest[at + 1..],
+                None => rest,
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{rest}"),
+                None => rest.to_string(),
             }
-            Ok(_) => one.trim().to_string(),
-            // Not a URL we can parse: drop anything before an `@`, which may be user info.
-            Err(_) => match one.rsplit_once('@') {
-                Some((_, host)) => host.to_string(),
-                None => one.trim().to_string(),
-            },
         })
         .collect::<Vec<_>>()
         .join(",")

@@ -9,7 +9,7 @@ use async_nats::jetstream::{consumer, kv, stream};
 
 use super::{
     Bus, BusError, DEFERRALS_BUCKET, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET, HTTP_BUCKET,
-    LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, WORK_STREAM,
+    LEASES_BUCKET, LLM_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, WORK_STREAM,
 };
 use crate::config::{NatsSettings, Settings};
 
@@ -109,6 +109,12 @@ pub async fn provision(bus: &Bus, all: &Settings) -> Result<Provisioned, BusErro
         ),
         (HTTP_BUCKET, "Shared GitHub ETag cache", 1, 7 * day),
         (FLAGS_BUCKET, "Fleet-wide kill switches", 5, Duration::ZERO),
+        (
+            LLM_BUCKET,
+            "LLM answer cache and token budgets",
+            1,
+            30 * day,
+        ),
     ];
     for (bucket, description, history, max_age) in buckets {
         let config = kv::Config {

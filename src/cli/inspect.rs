@@ -30,9 +30,9 @@ pub async fn runs(bus: &Bus, command: RunsCommand) -> anyhow::Result<ExitCode> {
             let mut runs = store.list().await?;
             runs.truncate(limit);
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+                Format::Json => super::emit(&format!("{}\n", serde_json::to_string_pretty(&runs)?)),
                 Format::Table if runs.is_empty() => {
-                    println!("no runs yet (start one with `guardian run TARGET`)")
+                    super::emit("no runs yet (start one with `guardian run TARGET`)\n")
                 }
                 Format::Table => {
                     let mut table = Table::new(&[
@@ -53,7 +53,7 @@ pub async fn runs(bus: &Bus, command: RunsCommand) -> anyhow::Result<ExitCode> {
                             format!("{}{}", r.target, if r.dry_run { " (dry run)" } else { "" }),
                         ]);
                     }
-                    print!("{}", table.render());
+                    super::emit(&table.render());
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -81,8 +81,10 @@ pub async fn dlq(bus: &Bus, command: DlqCommand) -> anyhow::Result<ExitCode> {
         DlqCommand::List { format } => {
             let letters = dlq::list(bus).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&letters)?),
-                Format::Table if letters.is_empty() => println!("no dead letters"),
+                Format::Json => {
+                    super::emit(&format!("{}\n", serde_json::to_string_pretty(&letters)?))
+                }
+                Format::Table if letters.is_empty() => super::emit("no dead letters\n"),
                 Format::Table => {
                     let mut table =
                         Table::new(&[">ID", "STEP", ">DELIVERED", "RUN", "WHEN (UTC)", "ERROR"]);
@@ -96,14 +98,14 @@ pub async fn dlq(bus: &Bus, command: DlqCommand) -> anyhow::Result<ExitCode> {
                             l.letter.error.clone(),
                         ]);
                     }
-                    print!("{}", table.render());
+                    super::emit(&table.render());
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Replay { id } => {
             let replayed = dlq::replay(bus, id).await?;
-            println!("replayed {} dead letter(s)", replayed.len());
+            super::emit(&format!("replayed {} dead letter(s)\n", replayed.len()));
             Ok(ExitCode::SUCCESS)
         }
     }

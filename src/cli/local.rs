@@ -1,6 +1,7 @@
 //! `guardian dev` and `guardian scan`: the embedded local fleet. A worker runs in-process;
 //! with `--demo` a built-in GitHub double serves a demo organisation, so everything works
-//! without GitHub access.
+//! without GitHub access; `dev --demo --demo-llm` adds the deterministic model double, so
+//! the review step runs offline too.
 //!
 //! Isolation is the rule: `scan` and `dev --demo` start their **own** `nats-server` with
 //! a temporary store (a `scan` on a free port), so they never take work from, or hand
@@ -120,6 +121,16 @@ impl LocalFleet {
     }
 }
 
+/// Serves the deterministic model double and points the review step at it.
+async fn start_llm_double(settings: &mut Settings) -> anyhow::Result<llm_double::LlmDouble> {
+    let llm = llm_double::LlmDouble::start().await?;
+    settings.llm.api_url = Some(llm.url());
+    settings.llm.model = Some("demo-model".into());
+    settings.llm.api_key = None;
+    tracing::info!(url = %llm.url(), "demo: model double demo-model");
+    Ok(llm)
+}
+
 /// Fails fast, naming the setting, when `addr` cannot be listened on.
 fn require_free(addr: SocketAddr, what: &str, fix: &str) -> Result<(), CliError> {
     std::net::TcpListener::bind(addr).map(drop).map_err(|e| {
@@ -143,8 +154,13 @@ fn local_port(url: &str) -> Result<u16, CliError> {
     }
 }
 
-pub async fn dev(settings: Arc<Settings>, demo: bool) -> anyhow::Result<ExitCode> {
-    let settings = (*settings).clone();
+pub async fn dev(settings: Arc<Settings>, demo: bool, demo_llm: bool) -> anyhow::Result<ExitCode> {
+    let mut settings = (*settings).clone();
+    // Kept alive for as long as the fleet runs.
+    let _llm = match demo_llm {
+        true => Some(start_llm_double(&mut settings).await?),
+        false => None,
+    };
     let listen = settings.http.listen;
     require_free(
         listen,

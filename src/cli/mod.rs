@@ -158,6 +158,10 @@ pub enum Command {
         /// Built-in GitHub double with the organisation demo-org, on a NATS server of its own.
         #[arg(long)]
         demo: bool,
+        /// With --demo: also serve a built-in deterministic OpenAI-compatible model double
+        /// and review findings with it (see docs/llm.md).
+        #[arg(long, requires = "demo")]
+        demo_llm: bool,
     },
     /// One-shot run on an embedded fleet of its own (dry run unless --apply).
     #[command(
@@ -331,13 +335,15 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
     // Commands that need neither configuration nor telemetry.
     match &cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut command(), "guardian", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command(), "guardian", &mut script);
+            emit(&String::from_utf8_lossy(&script));
             return Ok(ExitCode::SUCCESS);
         }
         Command::Config {
             command: ConfigCommand::Defaults { format },
         } => {
-            print!("{}", config_cmd::defaults(*format)?);
+            emit(&config_cmd::defaults(*format)?);
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -378,22 +384,32 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
         }
         Command::Check { path, format } => {
             let selection = settings.policy_selection();
-            let report = check::run(&path, &selection)?;
-            print!("{}", report.render(format));
+            // Exit 2 when the checkout cannot be checked at all, as documented.
+            let report = match check::run(&path, &selection) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("error: {:#}", anyhow::Error::from(e));
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            for note in report.notes() {
+                eprintln!("{note}");
+            }
+            emit(&report.render(format));
             Ok(ExitCode::from(report.exit_code() as u8))
         }
         Command::Provision => {
             let bus = connect::nats(&settings.nats, "guardian-cli").await?;
             let done = crate::bus::provision::provision(&bus, &settings).await?;
-            println!(
-                "provisioned streams {}; consumers {}; buckets {}",
+            emit(&format!(
+                "provisioned streams {}; consumers {}; buckets {}\n",
                 done.streams.join(", "),
                 done.consumers.join(", "),
                 done.buckets.join(", ")
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev { demo } => local::dev(settings, demo).await,
+        Command::Dev { demo, demo_llm } => local::dev(settings, demo, demo_llm).await,
         Command::Scan {
             target,
             apply,
@@ -413,6 +429,14 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
         }
         Command::Completions { .. } | Command::Config { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Writes a command's result to stdout. A reader that went away (`guardian … | head`)
+/// is not an error worth a panic: the rest is dropped.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// A token cancelled by SIGTERM or Ctrl-C.

@@ -73,8 +73,9 @@ pub fn short_time(t: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// `3 created, 1 closed` — only the actions that happen; `nothing to do` otherwise.
-pub fn counts(c: &IssueCounts) -> String {
+/// `3 created, 1 closed` (or, `planned`, `create 3, close 1`) — only the actions that
+/// happen; `nothing to change` otherwise.
+pub fn counts(c: &IssueCounts, planned: bool) -> String {
     let parts: Vec<String> = [
         (c.created, "created"),
         (c.updated, "updated"),
@@ -83,7 +84,13 @@ pub fn counts(c: &IssueCounts) -> String {
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
-    .map(|(n, what)| format!("{n} {what}"))
+    .map(|(n, what)| {
+        if planned {
+            format!("{} {n}", verb(what))
+        } else {
+            format!("{n} {what}")
+        }
+    })
     .collect();
     let mut text = if parts.is_empty() {
         "nothing to change".to_string()
@@ -147,13 +154,20 @@ pub fn record(record: &RunRecord) -> String {
         // Issues already up to date are counted in `issues.unchanged`, dry run or not.
         let mut would = record.planned;
         would.unchanged += record.issues.unchanged;
-        line("would", counts(&would));
+        line("would", counts(&would, true));
     } else {
-        line("issues", counts(&record.issues));
+        line("issues", counts(&record.issues, false));
         if record.planned.writes() > 0 {
             // Writes held back by the `force_dry_run` kill switch.
-            line("held back", counts(&record.planned));
+            line("held back", counts(&record.planned, true));
         }
+    }
+    if !record.llm_tokens.is_zero() {
+        let t = record.llm_tokens;
+        line(
+            "llm",
+            format!("{} prompt + {} completion tokens", t.prompt, t.completion),
+        );
     }
     if let (Some(start), Some(end)) = (record.started_at, record.finished_at) {
         let took = (end - start).whole_milliseconds().max(0) as u64;
@@ -429,7 +443,8 @@ mod tests {
             unchanged: 2,
             ..Default::default()
         };
-        assert_eq!(counts(&c), "3 created, 1 closed (2 unchanged)");
-        assert_eq!(counts(&IssueCounts::default()), "nothing to change");
+        assert_eq!(counts(&c, false), "3 created, 1 closed (2 unchanged)");
+        assert_eq!(counts(&c, true), "create 3, close 1 (2 unchanged)");
+        assert_eq!(counts(&IssueCounts::default(), true), "nothing to change");
     }
 }

@@ -90,8 +90,8 @@ pub async fn run(
     }
     let accepted = request_run(bus, target, dry_run).await?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string(&accepted)?),
-        Format::Table => println!("run {} {}", accepted.run_id, accepted.status),
+        Format::Json => super::emit(&format!("{}\n", serde_json::to_string(&accepted)?)),
+        Format::Table => super::emit(&format!("run {} {}\n", accepted.run_id, accepted.status)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -157,13 +157,13 @@ pub async fn print_record(bus: &Bus, record: &RunRecord, format: Format) -> anyh
             if let Some(map) = value.as_object_mut() {
                 map.insert("repos".into(), serde_json::to_value(&progress)?);
             }
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            super::emit(&format!("{}\n", serde_json::to_string_pretty(&value)?));
         }
         Format::Table => {
-            print!("{}", render::record(record));
+            super::emit(&render::record(record));
             let repos = render::repos(&render::repo_lines(record, &progress));
             if !repos.is_empty() {
-                print!("\n{repos}");
+                super::emit(&format!("\n{repos}"));
             }
         }
     }

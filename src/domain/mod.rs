@@ -11,7 +11,19 @@ mod target;
 pub use target::{Target, TargetError};
 
 /// How bad a finding is; ordered from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -21,7 +33,9 @@ pub enum Severity {
 }
 
 /// `owner/name` of a repository, as GitHub spells it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct RepoRef {
     pub owner: String,
     pub name: String,
@@ -128,7 +142,7 @@ impl Snapshot {
 }
 
 /// One problem found by one policy in one repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     /// Id of the policy that found it, e.g. `license`.
     pub policy: String,
@@ -148,7 +162,7 @@ pub struct Finding {
 }
 
 /// A position in a file of the repository: 1-based line and column.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Location {
     /// `/`-separated path relative to the repository root.
     pub path: String,
@@ -164,7 +178,7 @@ impl Finding {
 }
 
 /// Repository metadata the scan needs, as listed by GitHub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RepoMeta {
     pub default_branch: String,
     pub archived: bool,

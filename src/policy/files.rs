@@ -181,10 +181,13 @@ fn require(
     }
     // No commit id in the text: details feed the issue's content hash, and naming the head
     // would rewrite every open issue on every push.
+    let place = match snapshot.default_branch.as_str() {
+        "" => "in the checkout".to_owned(),
+        branch => format!("on the default branch `{branch}`"),
+    };
     let mut details = format!(
-        "No {} was found on the default branch `{}`.\n\n{}",
+        "No {} was found {place}.\n\n{}",
         wanted.what,
-        snapshot.default_branch,
         wanted.evidence()
     );
     for line in also_checked {

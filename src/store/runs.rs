@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{Record, StoreError, key_token};
 use crate::bus::BusError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Queued,
@@ -48,7 +48,9 @@ impl RunStatus {
 }
 
 /// Issue actions, taken (or planned in a dry run).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct IssueCounts {
     pub created: u32,
     pub updated: u32,
@@ -81,7 +83,31 @@ impl IssueCounts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// LLM tokens as the provider reported them (`usage.prompt_tokens`, `.completion_tokens`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct LlmTokens {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl LlmTokens {
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+
+    pub fn add(&mut self, other: LlmTokens) {
+        self.prompt += other.prompt;
+        self.completion += other.completion;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
@@ -108,7 +134,7 @@ pub fn truncate(text: &str, max: usize) -> String {
     format!("{}… ({} bytes cut)", &text[..end], text.len() - end)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunRecord {
     pub v: u32,
     pub run_id: String,
@@ -116,10 +142,13 @@ pub struct RunRecord {
     pub dry_run: bool,
     pub status: RunStatus,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
     pub created_at: time::OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>")]
     pub started_at: Option<time::OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>")]
     pub finished_at: Option<time::OffsetDateTime>,
     /// Order of the run among all runs: the `guardian_runs` revision at which it started
     /// running (assigned by the server, so no worker's clock is involved).
@@ -150,6 +179,9 @@ pub struct RunRecord {
     /// The `done` event of a final run is stored in `GUARDIAN_EVENTS`.
     #[serde(default)]
     pub done_published: bool,
+    /// Tokens the review step spent on this run (absent when none).
+    #[serde(default, skip_serializing_if = "LlmTokens::is_zero")]
+    pub llm_tokens: LlmTokens,
 }
 
 impl Record for RunRecord {
@@ -158,7 +190,7 @@ impl Record for RunRecord {
 }
 
 /// Where one repository of a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RepoStatus {
     Pending,
@@ -168,7 +200,7 @@ pub enum RepoStatus {
     Stalled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IssueActionKind {
     Created,
@@ -189,7 +221,7 @@ impl IssueActionKind {
 }
 
 /// One issue action taken (or, with `planned`, only planned) on a repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IssueAction {
     pub action: IssueActionKind,
     pub fingerprint: String,
@@ -204,7 +236,7 @@ pub struct IssueAction {
 
 /// One repository's progress within a run (`guardian_runs` key
 /// `<run_id>.repo.<owner/name>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RepoProgress {
     pub v: u32,
     /// `owner/name` as listed.
@@ -369,6 +401,7 @@ impl RunRecord {
             errors: vec![],
             summary: None,
             done_published: false,
+            llm_tokens: LlmTokens::default(),
         }
     }
 
@@ -694,6 +727,34 @@ impl RunStore {
                 if complete {
                     r.finish();
                 }
+                true
+            })
+            .await?;
+        Ok(updated.and_then(|(r, became_final)| became_final.then_some(r)))
+    }
+
+    /// Ends a run that never started running (its plan could not be queued, or never
+    /// completed) with `status` and the reason. Returns the record when this call made it
+    /// final.
+    pub async fn end_unplanned(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        step: &str,
+        reason: &str,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let updated = self
+            .update(run_id, |r| {
+                if r.status != RunStatus::Queued {
+                    return false;
+                }
+                r.push_error(RunError {
+                    repo: None,
+                    step: step.to_string(),
+                    message: reason.to_string(),
+                });
+                r.finish();
+                r.status = status;
                 true
             })
             .await?;

@@ -11,6 +11,7 @@
 //! Nothing here installs anything: [`super::init`] does.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::io;
 use std::sync::Mutex;
 
@@ -141,34 +142,45 @@ fn human(
         (true, tracing::Level::INFO) => ("\x1b[32m", "\x1b[0m"),
         (true, _) => ("\x1b[2m", "\x1b[0m"),
     };
-    write!(writer, "{start}{:>5}{end} ", level.as_str())?;
+    let mut line = format!("{start}{:>5}{end} ", level.as_str());
     // The repository of an event's own fields wins over the span's.
     let repo = fields.remove("repo").or_else(|| spans.get("repo").cloned());
     if let Some(repo) = repo.as_ref().and_then(human_value) {
-        write!(writer, "{repo}: ")?;
+        let _ = write!(line, "{repo}: ");
     }
-    write!(writer, "{message}")?;
+    line.push_str(&message);
+    let visible = |line: &str| line.chars().count() - start.len() - end.len();
     for (key, value) in &fields {
         if key.ends_with("cause_chain") {
             continue;
         }
-        if let Some(mut text) = human_value(value) {
-            // Long values (summaries, bodies) belong in JSON logs; an error is kept whole.
-            if !key.starts_with("error") && text.chars().count() > MAX_HUMAN_VALUE {
-                text = text.chars().take(MAX_HUMAN_VALUE - 1).collect::<String>() + "…";
-            }
-            if text.contains(' ') {
-                write!(writer, " {key}=\"{text}\"")?;
-            } else {
-                write!(writer, " {key}={text}")?;
-            }
+        let Some(mut text) = human_value(value) else {
+            continue;
+        };
+        let is_error = key.starts_with("error");
+        // Long values (summaries, bodies) belong in JSON logs; an error is kept whole.
+        if !is_error && text.chars().count() > MAX_HUMAN_VALUE {
+            text = text.chars().take(MAX_HUMAN_VALUE - 1).collect::<String>() + "…";
+        }
+        let field = if text.contains(' ') {
+            format!(" {key}=\"{text}\"")
+        } else {
+            format!(" {key}={text}")
+        };
+        // A short line: fields that would run past the width are left out, errors never.
+        if is_error || visible(&line) + field.chars().count() <= MAX_HUMAN_LINE {
+            line.push_str(&field);
         }
     }
+    write!(writer, "{line}")?;
     writeln!(writer)
 }
 
 /// Longest field value a human line shows (errors excepted).
 const MAX_HUMAN_VALUE: usize = 48;
+
+/// Human lines stop adding fields at this width (errors excepted).
+const MAX_HUMAN_LINE: usize = 120;
 
 /// A field's value as a person reads it: strings without quotes, Rust's `Some(…)`
 /// unwrapped, `None` and empty values left out.
@@ -363,6 +375,12 @@ mod tests {
             let none: Option<&str> = None;
             tracing::info!(findings = 3, head = ?head, gone = ?none, "repository scanned");
             tracing::info!(summary = ?Some("x".repeat(100)), "run finished");
+            tracing::info!(
+                a = "y".repeat(40),
+                b = "y".repeat(40),
+                c = "y".repeat(40),
+                "wide"
+            );
             tracing::warn!(
                 error.message = "rate limited",
                 error.cause_chain = "Transient { kind: Github }",
@@ -377,6 +395,11 @@ mod tests {
                 &format!(
                     " INFO demo-org/web-frontend: run finished summary={}…",
                     "x".repeat(47)
+                ),
+                &format!(
+                    " INFO demo-org/web-frontend: wide a={} b={}",
+                    "y".repeat(40),
+                    "y".repeat(40)
                 ),
                 " WARN demo-org/web-frontend: step failed error.message=\"rate limited\"",
             ]

@@ -2,7 +2,7 @@
 //! completes each run exactly once.
 //!
 //! ```text
-//! guardian.run ─► plan ─► scan (per repo) ─► reconcile (per repo) ─► run final status
+//! guardian.run ─► plan ─► scan (per repo) ─► [review] ─► reconcile (per repo) ─► run final status
 //! ```
 //! Every handler is idempotent because JetStream delivers at least once: fan-out publishes
 //! carry deterministic `Nats-Msg-Id`s, issue writes happen under a fenced per-repository
@@ -15,7 +15,9 @@ pub mod error;
 pub mod issue_plan;
 pub mod plan;
 pub mod reconcile;
+pub mod review;
 pub mod scan;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ pub struct Workflow {
     pub leases: LeaseStore,
     pub settings: Arc<Settings>,
     pub flags: Flags,
+    /// The review step's model, cache and budgets; `None` when no model is configured.
+    pub llm: Option<Arc<crate::llm::Llm>>,
     /// Identifies this worker in leases and logs.
     pub worker_id: String,
 }
@@ -69,6 +73,7 @@ impl Workflow {
             repos: RepoStore::new(bus.kv(REPOS_BUCKET).await?),
             leases: LeaseStore::new(bus.kv(LEASES_BUCKET).await?),
             github,
+            llm: crate::llm::Llm::connect(&bus, &settings.llm).await?,
             bus,
             settings,
             flags,
@@ -171,49 +176,33 @@ impl Workflow {
 
     /// Ends a run whose plan failed for good: nothing pending stays pending.
     pub async fn fail_run(&self, run_id: &str, step: &str, reason: &str) -> Result<(), StepError> {
-        let updated = self
+        if let Some(record) = self
             .runs
-            .update(run_id, |r| {
-                if r.status.is_final() {
-                    return false;
-                }
-                r.push_error(RunError {
-                    repo: None,
-                    step: step.to_string(),
-                    message: reason.to_string(),
-                });
-                if r.status == RunStatus::Queued {
-                    r.finish();
-                    r.status = RunStatus::Failed;
-                }
-                true
-            })
-            .await?;
-        match updated {
-            Some((record, true)) => self.finished(&record).await,
-            Some((record, false)) if record.status == RunStatus::Running => {
-                // The plan failed after fanning out: every repository not yet settled
-                // fails with the plan's reason (scans already running may still finish
-                // first; the first outcome stays).
-                for p in self.runs.repo_progress(run_id).await? {
-                    if p.status == RepoStatus::Pending
-                        && let Some(record) = self
-                            .runs
-                            .complete_repo(
-                                run_id,
-                                &p.repo,
-                                &RepoOutcome::Failed {
-                                    step: step.to_string(),
-                                    reason: format!("the plan failed: {reason}"),
-                                },
-                            )
-                            .await?
-                    {
-                        self.finished(&record).await;
-                    }
-                }
+            .end_unplanned(run_id, RunStatus::Failed, step, reason)
+            .await?
+        {
+            self.finished(&record).await;
+            return Ok(());
+        }
+        // The plan failed after fanning out: every repository not yet settled fails with
+        // the plan's reason (scans already running may still finish first; the first
+        // outcome stays).
+        for p in self.runs.repo_progress(run_id).await? {
+            if p.status == RepoStatus::Pending
+                && let Some(record) = self
+                    .runs
+                    .complete_repo(
+                        run_id,
+                        &p.repo,
+                        &RepoOutcome::Failed {
+                            step: step.to_string(),
+                            reason: format!("the plan failed: {reason}"),
+                        },
+                    )
+                    .await?
+            {
+                self.finished(&record).await;
             }
-            _ => {}
         }
         Ok(())
     }
@@ -269,8 +258,7 @@ impl StepHandler for Handler {
             match envelope.task {
                 Task::Plan(t) => plan::run(&wf, &run_id, t).await,
                 Task::Scan(t) => scan::run(&wf, &run_id, t).await,
-                // Without an LLM configured, review is a pass-through to reconcile.
-                Task::Review(t) => scan::forward_to_reconcile(&wf, &run_id, t).await,
+                Task::Review(t) => review::run(&wf, &run_id, t).await,
                 Task::Reconcile(t) => reconcile::run(&wf, &run_id, t).await,
             }
         }

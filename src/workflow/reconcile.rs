@@ -61,7 +61,6 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ReconcileTask) -> Result<(),
     let outcome = match result? {
         None => {
             tracing::info!("a newer run already reconciled this repository; skipped as stale");
-            telemetry::metrics().error("stale");
             RepoOutcome::Stale
         }
         Some(done) => RepoOutcome::Reconciled {

@@ -55,7 +55,7 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         has_issues: meta.has_issues,
         head_sha: snap.head_sha,
     };
-    forward_to_reconcile(wf, run_id, next).await
+    super::review::forward(wf, run_id, next).await
 }
 
 /// Publishes the reconcile step for a repository (also the pass-through of `review`).

@@ -4,6 +4,7 @@
 //!   `docs/configuration.md`, and every key documented there exists;
 //! - every command, flag and value of the binary is in `docs/cli.md`, every flag documented
 //!   there exists, and its exit-code table equals the binary's (`--help` prints it);
+//! - every JSON Schema in `docs/schemas/` is the one generated from the Rust types;
 //! - every `guardian` command in a runbook (`docs/operations/*.md`) parses, and the read-only
 //!   ones succeed against a test fleet; every `nats` command names streams, consumers,
 //!   buckets, services and subjects that exist on a provisioned server.
@@ -81,6 +82,39 @@ fn every_configuration_key_is_documented_and_every_documented_key_exists() {
     assert!(
         unknown.is_empty(),
         "docs/configuration.md documents keys the binary does not have: {unknown:?}"
+    );
+}
+
+#[test]
+fn published_schemas_are_the_generated_ones() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas");
+    if std::env::var("UPDATE_SCHEMAS").as_deref() == Ok("1") {
+        repo_guardian::schemas::write(&dir).expect("write schemas");
+    }
+    let mut problems = vec![];
+    let mut names = BTreeSet::new();
+    for (name, schema) in repo_guardian::schemas::all() {
+        names.insert(name.to_string());
+        let published = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        if published != repo_guardian::schemas::render(&schema) {
+            problems.push(format!("docs/schemas/{name} differs from the Rust types"));
+        }
+    }
+    for entry in std::fs::read_dir(&dir).expect("docs/schemas") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".json") && !names.contains(&name) {
+            problems.push(format!("docs/schemas/{name} is not generated any more"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}
+regenerate with: UPDATE_SCHEMAS=1 cargo test --test it docs::published_schemas",
+        problems.join("\n")
     );
 }
 

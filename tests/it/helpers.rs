@@ -296,3 +296,74 @@ impl Harness {
         }
     }
 }
+
+/// The LLM key every LLM test configures; tests assert it never leaks.
+pub const LLM_KEY: &str = "sk-SECRETllmKEY0123456789abcdefXYZ";
+/// The model name the LLM tests configure.
+pub const LLM_MODEL: &str = "double-model";
+
+impl Harness {
+    /// Starts the LLM double and configures workers started from now on to use it.
+    pub async fn with_llm(&mut self) -> llm_double::LlmDouble {
+        let llm = llm_double::LlmDouble::start().await.expect("LLM double");
+        for (k, v) in [
+            ("GUARDIAN__LLM__API_URL", llm.url()),
+            ("GUARDIAN__LLM__MODEL", LLM_MODEL.to_string()),
+            ("GUARDIAN__LLM__API_KEY", LLM_KEY.to_string()),
+        ] {
+            self.worker_env.insert(k.into(), v);
+        }
+        llm
+    }
+
+    /// The `/metrics` page of worker `index`; `None` when it does not answer (stopped).
+    pub async fn metrics(&self, index: usize) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.workers[index].ops_port);
+        reqwest::get(&url).await.ok()?.text().await.ok()
+    }
+
+    /// Sum of one metric's samples over every worker that answers, for samples carrying
+    /// all of `labels` (`name`, `value` pairs).
+    pub async fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut sum = 0.0;
+        for index in 0..self.workers.len() {
+            if let Some(page) = self.metrics(index).await {
+                sum += metric_value(&page, name, labels);
+            }
+        }
+        sum
+    }
+}
+
+impl Harness {
+    /// Every payload in `GUARDIAN_EVENTS` so far, as text.
+    pub async fn events(&self) -> Vec<String> {
+        use futures::StreamExt as _;
+        let stream = self.bus.js.get_stream("GUARDIAN_EVENTS").await.unwrap();
+        let total = stream.get_info().await.unwrap().state.messages;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap().take(total as usize);
+        let mut out = Vec::new();
+        while let Some(m) = messages.next().await {
+            out.push(String::from_utf8_lossy(&m.unwrap().payload).into_owned());
+        }
+        out
+    }
+}
+
+/// Sum of one metric's samples on a `/metrics` page, for samples carrying all of `labels`.
+pub fn metric_value(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

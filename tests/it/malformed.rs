@@ -127,24 +127,34 @@ async fn bad_requests_and_poison_messages_are_answered_and_dead_lettered() {
         .unwrap();
     let record: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(record["status"], "succeeded");
-    let reply = h
-        .bus
-        .client
-        .request("guardian.status", "no-such-run".into())
-        .await
-        .unwrap();
-    let headers = reply.headers.expect("error headers");
-    assert_eq!(
-        headers.get("Nats-Service-Error-Code").unwrap().as_str(),
-        "404"
-    );
-    assert!(
-        headers
-            .get("Nats-Service-Error")
-            .unwrap()
-            .as_str()
-            .contains("no-such-run")
-    );
+    // A well-formed run id nobody issued is 404; anything else is the caller's fault (400).
+    for (request, code, named) in [
+        (
+            "0190c1de-0000-7000-8000-000000000000",
+            "404",
+            "0190c1de-0000-7000-8000-000000000000",
+        ),
+        ("no-such-run", "400", "no-such-run"),
+    ] {
+        let reply = h
+            .bus
+            .client
+            .request("guardian.status", request.into())
+            .await
+            .unwrap();
+        let headers = reply.headers.expect("error headers");
+        assert_eq!(
+            headers.get("Nats-Service-Error-Code").unwrap().as_str(),
+            code
+        );
+        assert!(
+            headers
+                .get("Nats-Service-Error")
+                .unwrap()
+                .as_str()
+                .contains(named)
+        );
+    }
 
     // A replayed dead letter goes back to its subject, is consumed again and — still
     // garbage — dead-lettered again with the same reason: nothing lost, nothing looping.
