@@ -145,6 +145,7 @@ pub fn snapshot_from_dir(path: &Path) -> Result<LocalSnapshot, CheckError> {
         snapshot.head_sha = git_output(path, &["rev-parse", "-q", "--verify", "HEAD"]);
     }
     let (contents, unavailable) = read_contents(path, &files);
+    snapshot.magic = magic(path, &files);
     snapshot.files = files;
     snapshot.contents = contents;
     snapshot.unavailable = unavailable;
@@ -252,6 +253,23 @@ fn read_contents(
     (contents, unavailable)
 }
 
+/// Executables among the files without an extension, by their first bytes (cheap on a
+/// local disk; the fleet does not fetch blobs for this).
+fn magic(root: &Path, files: &BTreeSet<String>) -> BTreeMap<String, String> {
+    use std::io::Read as _;
+    files
+        .iter()
+        .filter(|p| !p.rsplit('/').next().unwrap_or(p).contains('.'))
+        .filter_map(|p| {
+            let mut head = [0u8; 4];
+            let n = fs::File::open(root.join(p))
+                .and_then(|mut f| f.read(&mut head))
+                .ok()?;
+            policy::executable_kind(&head[..n]).map(|kind| (p.clone(), kind.to_owned()))
+        })
+        .collect()
+}
+
 /// Checks the checkout at `path` with the file-based policies of `selection`.
 pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError> {
     for p in policy::all().iter().filter(|p| p.file_based()) {
@@ -264,7 +282,13 @@ pub fn run(path: &Path, selection: &Selection) -> Result<CheckReport, CheckError
         }
     }
     let local = snapshot_from_dir(path)?;
-    let evaluation = policy::evaluate(&local.snapshot, selection, true);
+    let mut selection = selection.clone();
+    selection
+        .today
+        .get_or_insert_with(|| time::OffsetDateTime::now_utc().date());
+    let mut evaluation = policy::evaluate(&local.snapshot, &selection, true);
+    // Suppressed findings are accepted by the owners: not reported as findings here.
+    evaluation.findings.retain(|f| f.suppressed.is_none());
     Ok(CheckReport {
         path: path.to_path_buf(),
         findings: evaluation.findings,
@@ -682,12 +706,14 @@ mod tests {
             .collect();
         let triage = ".github/workflows/triage.yml";
         let expected: Vec<(String, Option<(u32, u32)>)> = vec![
+            ("binary-artifacts/present".into(), None),
             ("codeowners/missing".into(), None),
             (
                 "dangerous-workflow/injection:.github/workflows/triage.yml:triage:github.event.issue.title".into(),
                 Some((10, 30)),
             ),
             ("dangerous-workflow/invalid:.github/workflows/broken.yml".into(), Some((6, 1))),
+            ("dependency-updates/missing".into(), None),
             ("license/missing".into(), None),
             (format!("pinned-actions/unpinned:{triage}:actions/checkout"), Some((9, 15))),
             ("readme/missing".into(), None),
@@ -697,6 +723,8 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(report.exit_code(), 1);
         assert!(report.unknown.is_empty() && report.warnings.is_empty());
+        let binaries = &report.findings[0].details;
+        assert!(binaries.contains("`tool` (ELF executable)") && binaries.contains("`vendor.jar`"));
     }
 
     #[test]
@@ -753,7 +781,7 @@ mod tests {
         );
         assert!(table.contains("\n  1. Choose a license"), "{table}");
         assert!(table.contains("\n  2. Add it as `LICENSE`"), "{table}");
-        assert!(table.ends_with(&format!("\n8 findings in {}.\n", dir.path().display())));
+        assert!(table.ends_with(&format!("\n10 findings in {}.\n", dir.path().display())));
     }
 
     #[test]
@@ -762,7 +790,7 @@ mod tests {
         let value: Value = serde_json::from_str(&report.render(CheckFormat::Json)).expect("JSON");
         assert_eq!(value["path"], report.path.display().to_string());
         let findings = value["findings"].as_array().expect("array");
-        assert_eq!(findings.len(), 3);
+        assert_eq!(findings.len(), 4);
         assert_eq!(findings[0]["fingerprint"], "codeowners/missing");
         assert_eq!(findings[0]["severity"], "low");
         for field in ["policy", "key", "title", "details", "remediation"] {
@@ -798,7 +826,7 @@ mod tests {
                 .is_some_and(|t| t.contains("docs.github.com"))
         }));
         let results = run["results"].as_array().expect("results");
-        assert_eq!(results.len(), 8);
+        assert_eq!(results.len(), 10);
         let injection = results
             .iter()
             .find(|r| {

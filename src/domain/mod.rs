@@ -114,6 +114,10 @@ pub struct Snapshot {
     /// files), by path. Only files listed in `files` appear here.
     #[serde(default)]
     pub contents: BTreeMap<String, String>,
+    /// Files recognised as executables by their first bytes (path → kind), where those
+    /// bytes were read: local checkouts, for files without an extension.
+    #[serde(default)]
+    pub magic: BTreeMap<String, String>,
     /// Parts that could not be observed, with the reason (a 403, a truncated tree…). A
     /// policy that needs one of them is reported as not evaluated instead of guessing.
     #[serde(default)]
@@ -136,6 +140,7 @@ impl Snapshot {
             protection: Protection::Unknown,
             from_github: false,
             contents: BTreeMap::new(),
+            magic: BTreeMap::new(),
             unavailable: BTreeMap::new(),
         }
     }
@@ -159,6 +164,46 @@ pub struct Finding {
     /// Where in the repository the problem is, when it is in one file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// Set when the repository's owners suppressed this finding (`.github/repo-guardian.yml`):
+    /// its issue is closed with their reason instead of being kept open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Suppression>,
+}
+
+/// Why the owners accept a finding, as they wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Suppression {
+    pub reason: SuppressionReason,
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Last day the suppression holds (`YYYY-MM-DD`); the finding counts again after it.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// The reasons an owner may give for suppressing a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuppressionReason {
+    /// The finding is in test data, not in what ships.
+    TestData,
+    /// Fixed in a way the policy cannot see.
+    Remediated,
+    /// The policy does not apply to this repository.
+    NotApplicable,
+    /// The risk is known and accepted.
+    AcceptedRisk,
+}
+
+impl std::fmt::Display for SuppressionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SuppressionReason::TestData => "test-data",
+            SuppressionReason::Remediated => "remediated",
+            SuppressionReason::NotApplicable => "not-applicable",
+            SuppressionReason::AcceptedRisk => "accepted-risk",
+        })
+    }
 }
 
 /// A position in a file of the repository: 1-based line and column.

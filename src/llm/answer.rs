@@ -135,6 +135,7 @@ pub fn audit(
                 line,
                 column,
             }),
+            suppressed: None,
         });
     }
     Ok(out)

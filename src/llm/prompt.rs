@@ -231,6 +231,7 @@ pub(crate) mod tests {
             details: details.into(),
             remediation: "Add one.".into(),
             location: None,
+            suppressed: None,
         }
     }
 

@@ -12,6 +12,22 @@ const REUSE_DIR: &str = "licenses/";
 
 pub struct License;
 
+/// A root file named after its license, as GitHub's detector (licensee) accepts:
+/// `MIT-LICENSE`, `BSD_LICENCE.txt`, `GPL-COPYING`.
+fn named_license(path: &str) -> bool {
+    if path.contains('/') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    let stem = lower.split('.').next().unwrap_or(&lower);
+    ["license", "licence", "copying", "copyright"]
+        .iter()
+        .any(|name| {
+            stem.strip_suffix(name)
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with(['-', '_']))
+        })
+}
+
 impl RequiredFile for License {
     const ID: &'static str = "license";
     const DESCRIPTION: &'static str = "The repository has a license file at its root (or a REUSE `LICENSES/` directory, or a license GitHub detected).";
@@ -20,7 +36,15 @@ impl RequiredFile for License {
     const WANTED: WantedFile = WantedFile {
         what: "license file",
         dirs: &[ROOT],
-        stems: &["LICENSE", "LICENCE", "COPYING"],
+        stems: &[
+            "LICENSE",
+            "LICENCE",
+            "UNLICENSE",
+            "UNLICENCE",
+            "COPYING",
+            "COPYRIGHT",
+            "OFL",
+        ],
         tail: Tail::AnySuffix,
         ignore_case: true,
     };
@@ -47,10 +71,15 @@ and [Licensing a repository](https://docs.github.com/en/repositories/managing-yo
             .files
             .iter()
             .any(|f| f.to_ascii_lowercase().starts_with(REUSE_DIR));
-        if detected || reuse {
+        let prefixed = snapshot.files.iter().any(|f| named_license(f));
+        if detected || reuse || prefixed {
             return Ok(());
         }
-        let mut checked = vec!["Also looked for: a REUSE `LICENSES/` directory.".to_owned()];
+        let mut checked = vec![
+            "Also looked for: a name ending in `-LICENSE` or `_LICENSE` (`MIT-LICENSE`), and a \
+             REUSE `LICENSES/` directory."
+                .to_owned(),
+        ];
         if snapshot.from_github {
             checked.push("GitHub detected no license for this repository.".to_owned());
         }
@@ -77,6 +106,15 @@ mod tests {
                 "COPYING",
                 "COPYING.LESSER",
                 "LICENSES/MIT.txt",
+                "MIT-LICENSE",
+                "mit-license.txt",
+                "UNLICENSE",
+                "COPYRIGHT",
+                "copyright.md",
+                "LICENSE-MIT",
+                "OFL.txt",
+                "licence.rst",
+                "BSD_LICENSE",
             ],
             &[
                 &[],
@@ -84,6 +122,9 @@ mod tests {
                 &["docs/LICENSE"],
                 &["LICENSEE.md"],
                 &["src/licenses/mit.txt"],
+                &["docs/MIT-LICENSE"],
+                &["-LICENSE"],
+                &["src/OFL.txt", "OFLINE.md"],
             ],
         );
     }
@@ -103,11 +144,9 @@ mod tests {
         let snap = snapshot().github().build();
         let finding = &License.evaluate(&snap, &PolicyOptions::new())[0];
         assert_eq!(finding.title, "No license file");
-        assert!(
-            finding
-                .details
-                .contains("`LICENSE`, `LICENCE` or `COPYING`")
-        );
+        assert!(finding.details.contains(
+            "`LICENSE`, `LICENCE`, `UNLICENSE`, `UNLICENCE`, `COPYING`, `COPYRIGHT` or `OFL`"
+        ));
         assert!(finding.details.contains("REUSE `LICENSES/`"));
         assert!(finding.details.contains("GitHub detected no license"));
     }

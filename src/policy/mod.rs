@@ -14,11 +14,14 @@ use crate::domain::{Finding, Input, Location, Severity, Snapshot};
 #[cfg(test)]
 use crate::domain::{Protection, RepoRef};
 
+mod binary_artifacts;
 mod branch_protection;
 mod codeowners;
 mod dangerous_workflow;
+mod dependency_updates;
 mod files;
 mod license;
+pub mod owner_config;
 mod pinned_actions;
 mod readme;
 mod security_policy;
@@ -27,6 +30,18 @@ pub(crate) mod workflows;
 
 /// Options of one policy, from configuration (`[policies.<id>.options]`).
 pub type PolicyOptions = BTreeMap<String, serde_json::Value>;
+
+/// One policy's switch and options, as the fleet's configuration (`[policies.<id>]`) and
+/// the owners' `.github/repo-guardian.yml` (`policies: {<id>: …}`) both write them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Overrides the policy's default on/off.
+    pub enabled: Option<bool>,
+    /// Policy-specific options, documented with each policy.
+    #[serde(default)]
+    pub options: PolicyOptions,
+}
 
 /// An option a policy rejects: which one (a path below `options`), and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +67,25 @@ pub(crate) fn parse_options<T: DeserializeOwned>(
             _ => path,
         };
         OptionError { option, problem }
+    })
+}
+
+/// The glob set of a list option (`allow = ["bin/*"]`); a bad pattern is an error naming
+/// its index (`allow[2]`).
+pub(crate) fn glob_option(
+    option: &str,
+    patterns: &[String],
+) -> Result<globset::GlobSet, OptionError> {
+    let mut set = globset::GlobSetBuilder::new();
+    for (n, pattern) in patterns.iter().enumerate() {
+        set.add(globset::Glob::new(pattern).map_err(|e| OptionError {
+            option: format!("{option}[{n}]"),
+            problem: format!("bad pattern {pattern:?}: {e}"),
+        })?);
+    }
+    set.build().map_err(|e| OptionError {
+        option: option.to_owned(),
+        problem: e.to_string(),
     })
 }
 
@@ -97,13 +131,27 @@ pub fn all() -> Vec<Box<dyn Policy>> {
             workflow_permissions::WorkflowPermissions,
         )),
         Box::new(workflows::Workflows(pinned_actions::PinnedActions)),
+        Box::new(binary_artifacts::BinaryArtifacts),
+        Box::new(dependency_updates::DependencyUpdates),
+        Box::new(owner_config::OwnerConfigPolicy),
     ]
 }
 
 /// Whether the policies read the text of the file at `path` (workflows, composite
 /// actions, configuration files). Snapshot builders fetch exactly these.
 pub fn reads_contents(path: &str) -> bool {
-    workflows::is_workflow(path) || workflows::is_action(path)
+    workflows::is_workflow(path)
+        || workflows::is_action(path)
+        || dependency_updates::DEPENDABOT.contains(&path)
+        || owner_config::PATHS.contains(&path)
+}
+
+/// What kind of executable `head` (a file's first bytes) is, by its magic number.
+pub fn executable_kind(head: &[u8]) -> Option<&'static str> {
+    binary_artifacts::MAGIC
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, kind)| *kind)
 }
 
 /// The policy with id `id`.
@@ -120,6 +168,8 @@ pub struct Selection {
     pub options: BTreeMap<String, PolicyOptions>,
     /// Policy ids switched off fleet-wide at run time (kill switch).
     pub disabled: BTreeSet<String>,
+    /// The day suppressions are judged against (`until`); `None`: every one holds.
+    pub today: Option<time::Date>,
 }
 
 impl Selection {
@@ -152,6 +202,10 @@ pub struct Evaluation {
     pub evaluated: Vec<String>,
     /// Policy id → why it could not be evaluated.
     pub unknown: BTreeMap<String, String>,
+    /// Extra labels the repository's owners ask for on its issues.
+    pub labels: Vec<String>,
+    /// Logins the repository's owners want assigned to its issues.
+    pub assignees: Vec<String>,
 }
 
 /// The outcome of `policy` on `snapshot`.
@@ -169,22 +223,42 @@ pub fn outcome(policy: &dyn Policy, snapshot: &Snapshot, options: &PolicyOptions
 /// Evaluates every selected policy on `snapshot`. With `files_only`, only file-based
 /// policies run (local checkouts).
 pub fn evaluate(snapshot: &Snapshot, selection: &Selection, files_only: bool) -> Evaluation {
+    // The owners' file adjusts the fleet's selection; an invalid one is ignored (and
+    // reported by `owner-config`).
+    let owner = match owner_config::read(snapshot) {
+        Some(Ok(config)) => Some(config),
+        _ => None,
+    };
     let empty = PolicyOptions::new();
     let mut evaluation = Evaluation::default();
     for policy in all() {
-        if (files_only && !policy.file_based()) || !selection.runs(policy.as_ref()) {
+        let id = policy.id();
+        let enabled = owner
+            .as_ref()
+            .and_then(|o| o.enabled(id))
+            .unwrap_or_else(|| selection.runs(policy.as_ref()));
+        if (files_only && !policy.file_based()) || selection.disabled.contains(id) || !enabled {
             continue;
         }
-        let options = selection.options.get(policy.id()).unwrap_or(&empty);
+        let options = owner
+            .as_ref()
+            .and_then(|o| o.options(id))
+            .or_else(|| selection.options.get(id))
+            .unwrap_or(&empty);
         match outcome(policy.as_ref(), snapshot, options) {
             Outcome::Evaluated(findings) => {
-                evaluation.evaluated.push(policy.id().to_owned());
+                evaluation.evaluated.push(id.to_owned());
                 evaluation.findings.extend(findings);
             }
             Outcome::Unknown(reason) => {
-                evaluation.unknown.insert(policy.id().to_owned(), reason);
+                evaluation.unknown.insert(id.to_owned(), reason);
             }
         }
+    }
+    if let Some(owner) = &owner {
+        owner.suppress(&mut evaluation.findings, selection.today);
+        evaluation.labels = owner.labels.clone();
+        evaluation.assignees = owner.assignees.clone();
     }
     evaluation.findings.sort_by_key(Finding::fingerprint);
     evaluation
@@ -238,6 +312,9 @@ pub fn remediation(id: &str) -> Option<&'static str> {
         (dangerous_workflow::ID, dangerous_workflow::REMEDIATION),
         (workflow_permissions::ID, workflow_permissions::REMEDIATION),
         (pinned_actions::ID, pinned_actions::REMEDIATION),
+        (binary_artifacts::ID, binary_artifacts::REMEDIATION),
+        (dependency_updates::ID, dependency_updates::REMEDIATION),
+        (owner_config::ID, owner_config::REMEDIATION),
     ];
     REMEDIATIONS
         .iter()
@@ -262,6 +339,7 @@ fn finding(
         details,
         remediation,
         location: None,
+        suppressed: None,
     }
 }
 
@@ -419,6 +497,7 @@ mod tests {
             local,
             [
                 "codeowners/missing",
+                "dependency-updates/missing",
                 "license/missing",
                 "readme/missing",
                 "security-policy/missing"
@@ -434,7 +513,7 @@ mod tests {
         selection.disabled.insert("license".into());
         let evaluation = evaluate(&snap, &selection, true);
         let ids: Vec<_> = evaluation.findings.into_iter().map(|f| f.policy).collect();
-        assert_eq!(ids, ["codeowners", "security-policy"]);
+        assert_eq!(ids, ["codeowners", "dependency-updates", "security-policy"]);
         assert_eq!(
             evaluation.evaluated,
             [
@@ -442,7 +521,10 @@ mod tests {
                 "codeowners",
                 "dangerous-workflow",
                 "workflow-permissions",
-                "pinned-actions"
+                "pinned-actions",
+                "binary-artifacts",
+                "dependency-updates",
+                "owner-config"
             ]
         );
     }

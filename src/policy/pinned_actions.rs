@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use github_actions_models::common::Uses;
 use github_actions_models::workflow::Job;
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 
 use super::workflows::{self, Document, Report, Source, StepKind, WorkflowCheck};
-use super::{OptionError, PolicyOptions, parse_options};
+use super::{OptionError, PolicyOptions, glob_option, parse_options};
 use crate::domain::{Finding, Severity};
 
 pub(crate) const ID: &str = "pinned-actions";
@@ -45,18 +45,13 @@ struct Options {
 impl Options {
     fn parse(options: &PolicyOptions) -> Result<(Self, GlobSet), OptionError> {
         let parsed: Options = parse_options(options)?;
-        let mut set = GlobSetBuilder::new();
-        for (n, pattern) in parsed.allow_ref_pins.iter().enumerate() {
-            let glob = Glob::new(&pattern.to_ascii_lowercase()).map_err(|e| OptionError {
-                option: format!("allow_ref_pins[{n}]"),
-                problem: format!("bad pattern {pattern:?}: {e}"),
-            })?;
-            set.add(glob);
-        }
-        let set = set.build().map_err(|e| OptionError {
-            option: "allow_ref_pins".into(),
-            problem: e.to_string(),
-        })?;
+        // Owners and repositories are case-insensitive on GitHub.
+        let lower: Vec<String> = parsed
+            .allow_ref_pins
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        let set = glob_option("allow_ref_pins", &lower)?;
         Ok((parsed, set))
     }
 }

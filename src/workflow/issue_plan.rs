@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::{Finding, RepoRef};
+use crate::domain::{Finding, RepoRef, Suppression};
 use crate::github::issues::Issue;
 
 const MARKER_OPEN: &str = "<!-- repo-guardian:";
@@ -73,6 +73,27 @@ pub fn parse_marker(body: &str) -> Option<(String, String)> {
     Some((fingerprint?, hash.unwrap_or_default()))
 }
 
+/// The comment on an issue closed because its finding is gone.
+pub const FIXED_COMMENT: &str = "Repo Guardian no longer finds this problem on the default branch, so the issue is closed. It is reopened if the problem comes back.";
+
+/// The comment on an issue closed because the owners suppressed its finding, quoting them.
+fn suppressed_comment(s: &Suppression) -> String {
+    let mut text = format!(
+        "The repository's owners suppressed this finding in `.github/repo-guardian.yml`:\n\n> reason: **{}**",
+        s.reason
+    );
+    if let Some(note) = &s.note {
+        text.push_str(&format!("\n> note: {note}"));
+    }
+    match &s.until {
+        Some(until) => text.push_str(&format!(
+            "\n\nThe suppression holds until {until}; the issue is reopened after that day if the problem is still there."
+        )),
+        None => text.push_str("\n\nRemove the suppression to have the issue reopened."),
+    }
+    text
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Create(Rendered),
@@ -87,10 +108,14 @@ pub enum Action {
         issue: Rendered,
         changed: bool,
     },
-    /// The finding is gone: comment and close.
+    /// The finding is gone (or suppressed by the owners): close, then comment.
     Close {
         number: u64,
         fingerprint: String,
+        /// GitHub's `state_reason`: `completed` when fixed, `not_planned` when suppressed.
+        state_reason: &'static str,
+        /// The closing comment; a suppression's quotes the owners' reason.
+        comment: String,
     },
 }
 
@@ -130,6 +155,21 @@ pub fn plan(
     for finding in findings {
         let rendered = render(repo, finding);
         wanted.insert(rendered.fingerprint.clone());
+        if let Some(suppression) = &finding.suppressed {
+            // Accepted by the owners: an open issue is closed with their reason; a closed
+            // one stays closed. When the suppression expires the finding is plain again
+            // and its issue is reopened below on the next run.
+            match by_fingerprint.get(&rendered.fingerprint) {
+                Some((issue, _)) if issue.open => actions.push(Action::Close {
+                    number: issue.number,
+                    fingerprint: rendered.fingerprint,
+                    state_reason: "not_planned",
+                    comment: suppressed_comment(suppression),
+                }),
+                _ => unchanged += 1,
+            }
+            continue;
+        }
         match by_fingerprint.get(&rendered.fingerprint) {
             None => actions.push(Action::Create(rendered)),
             Some((issue, hash)) if !issue.open => actions.push(Action::Reopen {
@@ -150,6 +190,8 @@ pub fn plan(
             actions.push(Action::Close {
                 number: issue.number,
                 fingerprint: fp.clone(),
+                state_reason: "completed",
+                comment: FIXED_COMMENT.to_owned(),
             });
         }
     }
@@ -177,6 +219,7 @@ mod tests {
             details: details.into(),
             remediation: "Add it.".into(),
             location: None,
+            suppressed: None,
         }
     }
 
@@ -283,5 +326,53 @@ mod tests {
         let (actions, unchanged) = plan(&repo(), &[f], &evaluated(&["license"]), &existing);
         assert!(actions.is_empty(), "{actions:?}");
         assert_eq!(unchanged, 1);
+    }
+
+    #[test]
+    fn a_suppressed_finding_closes_its_issue_quoting_the_reason_and_expiry_reopens() {
+        use crate::domain::{Suppression, SuppressionReason};
+        let plain = finding("license", "No license.");
+        let mut suppressed = plain.clone();
+        suppressed.suppressed = Some(Suppression {
+            reason: SuppressionReason::AcceptedRisk,
+            note: Some("internal tool".into()),
+            until: Some("2027-01-31".into()),
+        });
+        let open = issue(7, &plain, true);
+        let (actions, _) = plan(
+            &repo(),
+            &[suppressed.clone()],
+            &evaluated(&["license"]),
+            &[open],
+        );
+        let [
+            Action::Close {
+                number: 7,
+                state_reason,
+                comment,
+                ..
+            },
+        ] = actions.as_slice()
+        else {
+            panic!("expected one close: {actions:?}");
+        };
+        assert_eq!(*state_reason, "not_planned");
+        assert!(comment.contains("reason: **accepted-risk**") && comment.contains("internal tool"));
+        assert!(comment.contains("until 2027-01-31"));
+        // Still suppressed next run: the closed issue stays closed, no comment noise.
+        let closed = issue(7, &plain, false);
+        let (actions, unchanged) = plan(
+            &repo(),
+            &[suppressed],
+            &evaluated(&["license"]),
+            std::slice::from_ref(&closed),
+        );
+        assert!(actions.is_empty() && unchanged == 1, "{actions:?}");
+        // Expired: the finding is plain again and its issue reopens.
+        let (actions, _) = plan(&repo(), &[plain], &evaluated(&["license"]), &[closed]);
+        assert!(
+            matches!(actions.as_slice(), [Action::Reopen { number: 7, .. }]),
+            "{actions:?}"
+        );
     }
 }

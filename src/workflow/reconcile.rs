@@ -293,7 +293,12 @@ async fn apply(
                 Some(*number),
             )
         }
-        Action::Close { number, .. } => {
+        Action::Close {
+            number,
+            state_reason,
+            comment,
+            ..
+        } => {
             if writing {
                 // Close first: a redelivery after a crash then sees a closed issue and does
                 // nothing, rather than commenting twice.
@@ -301,16 +306,10 @@ async fn apply(
                     gh,
                     repo,
                     *number,
-                    json!({ "state": "closed", "state_reason": "completed" }),
+                    json!({ "state": "closed", "state_reason": state_reason }),
                 )
                 .await?;
-                issues::comment(
-                    gh,
-                    repo,
-                    *number,
-                    "Repo Guardian no longer finds this problem on the default branch, so the issue is closed. It is reopened if the problem comes back.",
-                )
-                .await?;
+                issues::comment(gh, repo, *number, comment).await?;
             }
             (Event::IssueClosed, IssueActionKind::Closed, Some(*number))
         }

@@ -12,7 +12,10 @@ use crate::policy;
 #[tracing::instrument(skip_all, fields(run_id, repo = %task.repo))]
 pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), StepError> {
     let (snap, meta) = snapshot::build(&wf.github, &task.repo, task.meta.clone()).await?;
-    let evaluation = policy::evaluate(&snap, &wf.selection(), false);
+    let mut selection = wf.selection();
+    // Owners' suppressions expire at the end of their `until` day (UTC).
+    selection.today = Some(time::OffsetDateTime::now_utc().date());
+    let evaluation = policy::evaluate(&snap, &selection, false);
     for (policy, reason) in &evaluation.unknown {
         tracing::warn!(
             policy,
@@ -24,7 +27,18 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         findings,
         evaluated,
         unknown,
+        labels,
+        assignees,
     } = evaluation;
+    if !labels.is_empty() || !assignees.is_empty() {
+        // The reconcile task has no place for them yet; recorded so owners can see they
+        // were read.
+        tracing::info!(
+            ?labels,
+            ?assignees,
+            "owner configuration asks for labels and assignees"
+        );
+    }
     tracing::info!(findings = findings.len(), head = ?snap.head_sha, "repository scanned");
     events::emit(
         &wf.bus,

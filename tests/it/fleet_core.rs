@@ -359,6 +359,7 @@ fn license_finding() -> Finding {
         details: "No LICENSE file.".into(),
         remediation: "Add one.".into(),
         location: None,
+        suppressed: None,
     }
 }
 

@@ -185,21 +185,29 @@ async fn a_truncated_tree_makes_file_presence_unknown_never_missing() {
     );
 }
 
-/// Fleet: an issue of a policy that cannot be evaluated stays open.
-#[tokio::test]
-async fn forbidden_protection_never_closes_its_issue() {
+/// A fleet with one worker and `octo/app` holding a README, a security policy, code
+/// owners, a Dependabot file and `extra` files.
+async fn fleet_app(extra: &[(&str, &str)]) -> Harness {
     let mut h = Harness::start().await;
     h.double.add_org("octo");
     h.double.add_repo("octo", "app", RepoOptions::default());
-    for (path, text) in [
+    let base = [
         ("README.md", "# app\n"),
-        ("LICENSE", "MIT\n"),
         ("SECURITY.md", "mail us\n"),
         (".github/CODEOWNERS", "* @octo/team\n"),
-    ] {
+        (".github/dependabot.yml", crate::helpers::DEPENDABOT),
+    ];
+    for (path, text) in base.iter().chain(extra) {
         h.double.put_file("octo", "app", path, text);
     }
     h.spawn_worker().await;
+    h
+}
+
+/// Fleet: an issue of a policy that cannot be evaluated stays open.
+#[tokio::test]
+async fn forbidden_protection_never_closes_its_issue() {
+    let h = fleet_app(&[("LICENSE", "MIT\n")]).await;
     h.run("octo/app", false).await;
     let open = |h: &Harness| -> Vec<String> {
         h.double
@@ -467,5 +475,83 @@ async fn three_workflows_cost_at_most_eleven_requests_and_nothing_when_unchanged
     assert!(
         spent.is_empty(),
         "rate-limited requests on an unchanged rescan: {spent:#?}"
+    );
+}
+
+/// Owners' configuration in the fleet: a malformed `.github/repo-guardian.yml` and a
+/// malformed workflow are one finding each and the run succeeds; a suppression closes the
+/// issue with a comment quoting its reason, and its expiry reopens it.
+#[tokio::test]
+async fn owner_configuration_suppresses_and_malformed_files_are_findings() {
+    let h = fleet_app(&[
+        (".github/repo-guardian.yml", "disable: [branch-protection\n"),
+        (".github/workflows/broken.yml", "on: push\njobs:\n  a: [\n"),
+    ])
+    .await;
+    let record = h.run("octo/app", false).await;
+    assert!(record.status.is_final(), "{record:?}");
+    let issue = |h: &Harness, title: &str| {
+        h.double
+            .issues("octo", "app")
+            .into_iter()
+            .find(|i| i.title.contains(title))
+    };
+    let open_titles = |h: &Harness| -> Vec<String> {
+        let mut t: Vec<String> = h
+            .double
+            .issues("octo", "app")
+            .into_iter()
+            .filter(|i| i.state == "open")
+            .map(|i| i.title)
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        open_titles(&h),
+        [
+            "[repo-guardian] Default branch is not protected",
+            "[repo-guardian] No license file",
+            "[repo-guardian] Workflow `.github/workflows/broken.yml` does not parse",
+            "[repo-guardian] `.github/repo-guardian.yml` is invalid and ignored",
+        ]
+    );
+    let config = issue(&h, "is invalid and ignored").expect("config issue");
+    assert!(config.body.contains("Parser: "), "{}", config.body);
+
+    // Valid now, suppressing the license finding until a day far ahead.
+    h.double.put_file(
+        "octo",
+        "app",
+        ".github/repo-guardian.yml",
+        "suppressions:\n  - fingerprint: license/missing\n    reason: accepted-risk\n    note: internal tool, never distributed\n    until: 2999-12-31\n",
+    );
+    h.run("octo/app", false).await;
+    let license = issue(&h, "No license file").expect("license issue");
+    assert_eq!(license.state, "closed");
+    let last = license.comments.last().expect("closing comment");
+    assert!(
+        last.contains("reason: **accepted-risk**")
+            && last.contains("internal tool, never distributed"),
+        "{last}"
+    );
+    assert_eq!(
+        issue(&h, "is invalid and ignored")
+            .map(|i| i.state)
+            .as_deref(),
+        Some("closed")
+    );
+
+    // The suppression expired: the finding counts again and its issue reopens.
+    h.double.put_file(
+        "octo",
+        "app",
+        ".github/repo-guardian.yml",
+        "suppressions:\n  - fingerprint: license/missing\n    reason: accepted-risk\n    until: 2020-01-31\n",
+    );
+    h.run("octo/app", false).await;
+    assert_eq!(
+        issue(&h, "No license file").map(|i| i.state).as_deref(),
+        Some("open")
     );
 }

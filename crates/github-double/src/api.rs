@@ -262,6 +262,14 @@ fn pre_checks(st: &mut State, req: &Req) -> Option<(Out, bool)> {
             return Some((Out::error(401, "Bad credentials"), true));
         }
     }
+    if let Err(retry_after) = st.secondary.admit(&req.method) {
+        let out = Out::error(
+            403,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        )
+        .with("retry-after", retry_after.to_string());
+        return Some((out, false));
+    }
     if st.rate.remaining == 0 && req.path != "/rate_limit" {
         let wait = st.rate.reset.saturating_sub(epoch_secs()).max(1);
         let out = Out::json(

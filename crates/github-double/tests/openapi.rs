@@ -334,6 +334,29 @@ async fn responses_follow_github_openapi() {
     )
     .await;
 
+    // Branch listing and blobs by SHA (the scan reads workflow files this way).
+    s.get_then_304("/repos/demo-org/api-gateway/branches?per_page=1")
+        .await;
+    let tree = s
+        .get(
+            &format!("/repos/demo-org/api-gateway/git/trees/{head}?recursive=1"),
+            200,
+        )
+        .await;
+    let blob_sha = tree.body["tree"]
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["type"] == "blob"))
+        .and_then(|e| e["sha"].as_str())
+        .unwrap_or("")
+        .to_string();
+    s.get_then_304(&format!("/repos/demo-org/api-gateway/git/blobs/{blob_sha}"))
+        .await;
+    s.get(
+        "/repos/demo-org/api-gateway/git/blobs/0000000000000000000000000000000000000000",
+        404,
+    )
+    .await;
+
     // Contents: files, a directory, a ref, a missing file. Prism cannot route GitHub's
     // multi-segment `{path}` (it decodes `%2F` before routing too), so nested files are
     // left to the behaviour tests; their bodies are built by the same code as these.
