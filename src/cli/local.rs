@@ -220,6 +220,9 @@ pub async fn dev(settings: Arc<Settings>, demo: bool, demo_llm: bool) -> anyhow:
             }
         }
     };
+    // Whatever ended the wait — the worker giving up on a lost connection can be seen
+    // first — a nats-server that is gone is the reason to report.
+    let died = died.or_else(|| fleet.nats.as_mut().and_then(|n| n.exited()));
     let stopped = fleet.stop().await;
     if let Some(status) = died {
         return Err(CliError::error(format!(
