@@ -30,6 +30,32 @@ pub struct Settings {
     /// Per-policy switches and options, keyed by policy id (`[policies.license]`).
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
+    /// The GitHub webhook receiver on the ops server; off unless a secret is set.
+    pub webhook: WebhookSettings,
+    /// Runs fired on a cadence, once per window across the fleet (`[[schedules]]`).
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::Schedule>,
+}
+
+/// `POST /webhooks/github` on the ops server (see `docs/configuration.md#webhooks`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The secret GitHub signs deliveries with (`X-Hub-Signature-256`). Without it the
+    /// route does not exist (404): an unsigned endpoint would let anyone start runs.
+    #[serde(serialize_with = "redacted")]
+    pub secret: Option<SecretString>,
+    /// Largest body accepted; larger deliveries are answered 413 unread. GitHub caps
+    /// payloads at 25 MB.
+    pub max_body_bytes: usize,
+    /// Events for one repository arriving within this window of the first are folded into
+    /// one scan, started when the window ends. Zero scans at once.
+    #[serde(with = "humantime_serde")]
+    pub coalesce_window: Duration,
+    /// How long delivery ids are remembered fleet-wide, so a redelivery is not scanned
+    /// twice. GitHub lets operators redeliver for three days.
+    #[serde(with = "humantime_serde")]
+    pub delivery_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -533,6 +559,21 @@ impl Settings {
                 }
             }
         }
+        if self.webhook.max_body_bytes == 0 {
+            return invalid("webhook.max_body_bytes", "must be at least 1");
+        }
+        if self.webhook.delivery_ttl < Duration::from_secs(1) {
+            return invalid("webhook.delivery_ttl", "must be at least 1s");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for schedule in &self.schedules {
+            if !names.insert(schedule.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "schedules",
+                    problem: format!("two schedules are named `{}`", schedule.name),
+                });
+            }
+        }
         let mut selection = self.policy_selection();
         // `llm-audit` runs in the review step, not in the registry of pure policies; it can
         // be switched on or off but takes no options.
@@ -661,6 +702,40 @@ mod tests {
     }
 
     #[test]
+    fn schedules_come_from_the_file_and_bad_ones_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("guardian.toml");
+        let load_file = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Settings::load_from(Some(&file), std::iter::empty())
+        };
+        let s = load_file(
+            "[[schedules]]\ntarget = \"org:acme\"\nevery = \"6h\"\n\n\
+             [[schedules]]\nname = \"nightly\"\ntarget = \"octo/hello\"\ncron = \"0 3 * * *\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.schedules.len(), 2);
+        assert_eq!(s.schedules[1].name, "nightly");
+        assert!(s.webhook.secret.is_none());
+        let err = |text: &str| load_file(text).unwrap_err().to_string();
+        assert!(err("[[schedules]]\ntarget = \"org:acme\"\n").contains("`every` or `cron`"));
+        assert!(
+            err("[[schedules]]\ntarget = \"org:acme\"\ncron = \"61 * * * *\"\n").contains("cron")
+        );
+        assert!(
+            err("[[schedules]]\ntarget = \"team:x\"\nevery = \"1h\"\n")
+                .contains("unknown target form")
+        );
+        assert!(
+            err(
+                "[[schedules]]\nname = \"a\"\ntarget = \"o/r\"\nevery = \"1h\"\n\n\
+                 [[schedules]]\nname = \"a\"\ntarget = \"o/s\"\nevery = \"1h\"\n"
+            )
+            .contains("two schedules are named `a`")
+        );
+    }
+
+    #[test]
     fn llm_settings_go_together_and_name_the_key() {
         let err = |vars: &[(&str, &str)]| load(vars).unwrap_err().to_string();
         assert!(!load(&[]).unwrap().llm.configured());
@@ -747,11 +822,14 @@ mod tests {
         let s = load(&[
             ("GITHUB_TOKEN", "ghp_supersecret"),
             ("GUARDIAN__LLM__API_KEY", "sk-secret"),
+            ("GUARDIAN__WEBHOOK__SECRET", "whsec-secret"),
         ])
         .unwrap();
         let debug = format!("{s:?}");
         assert!(
-            !debug.contains("ghp_supersecret") && !debug.contains("sk-secret"),
+            !debug.contains("ghp_supersecret")
+                && !debug.contains("sk-secret")
+                && !debug.contains("whsec-secret"),
             "{debug}"
         );
     }

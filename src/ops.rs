@@ -97,12 +97,22 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, readiness, Router::new(), shutdown).await
+}
+
+/// Like [`serve`], with `extra` routes (the webhook receiver) merged in.
+pub async fn serve_with(
+    addr: SocketAddr,
+    readiness: Readiness,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("http.listen {addr}: cannot bind: {e}"))?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router(readiness))
+        let served = axum::serve(listener, router(readiness).merge(extra))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(e) = served {

@@ -31,15 +31,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let readiness = Readiness::new(Some(bus.client.clone()));
     let ops_shutdown = CancellationToken::new();
-    let (addr, ops_task) = ops::serve(
+    let webhooks = crate::webhook::router(bus.clone(), &settings.webhook, settings.nats.replicas);
+    let (addr, ops_task) = ops::serve_with(
         settings.http.listen,
         readiness.clone(),
+        webhooks.unwrap_or_default(),
         ops_shutdown.clone(),
     )
     .await?;
     tracing::info!(%addr, "ops server listening (/healthz, /readyz, /metrics)");
 
     provision::provision(&bus, &settings).await?;
+    crate::schedule::provision(&bus, settings.nats.replicas).await?;
     // Every metric family is on the first scrape; without an LLM the token series carry
     // `model="none"` and stay at zero.
     telemetry::metrics().register_llm_model(settings.llm.model.as_deref().unwrap_or("none"));
@@ -62,8 +65,11 @@ pub async fn run(
         readiness.set_ready(true);
         tracing::info!(worker = %workflow.worker_id, "worker ready");
         let failure = tokio::select! {
+            // A part that ends because shutdown was asked for has not failed: parts stop
+            // with `stop`, a child of `shutdown`, and may be seen ending first.
+            biased;
             _ = shutdown.cancelled() => None,
-            Some(joined) = tasks.join_next() => Some(match joined {
+            Some(joined) = tasks.join_next() => (!shutdown.is_cancelled()).then(|| match joined {
                 Ok(part) => part.describe(),
                 Err(e) => format!("a worker task panicked: {e}"),
             }),
@@ -153,6 +159,18 @@ fn start_parts(
         tasks.spawn(async move {
             let result = consumer::run_step_consumer(bus, options, handler, flags, stop).await;
             Part::ended(step.consumer_task(), result.map_err(|e| e.to_string()))
+        });
+    }
+    if !settings.schedules.is_empty() {
+        let (bus, schedules, worker, stop) = (
+            bus.clone(),
+            settings.schedules.clone(),
+            workflow.worker_id.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            crate::schedule::run(bus, schedules, worker, stop).await;
+            Part::ended("the scheduler", Ok(()))
         });
     }
 }

@@ -18,7 +18,8 @@ pub enum Exit {
     Success = 0,
     /// A run `failed` (or `stalled`), or `check` found something.
     Failed = 1,
-    /// The command line or the configuration is wrong: nothing was done.
+    /// The command line or the configuration is wrong: nothing was done. For `check`, also
+    /// a checkout it cannot check (unreadable, a policy that cannot be evaluated).
     Usage = 2,
     /// A run ended `partial`: some repositories failed.
     Partial = 3,
@@ -41,7 +42,7 @@ pub const EXIT_CODES: [(u8, &str); 6] = [
     ),
     (
         Exit::Usage as u8,
-        "usage error: bad arguments or configuration, nothing was done",
+        "usage error: bad arguments or configuration; `check` could not check the path",
     ),
     (
         Exit::Partial as u8,
@@ -156,15 +157,8 @@ fn classify(err: &anyhow::Error) -> (Exit, String, Option<String>) {
         );
     }
     if let Some(e) = err.downcast_ref::<crate::check::CheckError>() {
-        let exit = match e {
-            crate::check::CheckError::Io { source, .. }
-                if source.kind() != std::io::ErrorKind::NotFound =>
-            {
-                Exit::Error
-            }
-            _ => Exit::Usage,
-        };
-        return (exit, e.to_string(), None);
+        // `check` documents 2 for every checkout it cannot check.
+        return (Exit::Usage, e.to_string(), None);
     }
     if let Some(e) = err.downcast_ref::<ClientError>() {
         return client_report(e);

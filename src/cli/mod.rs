@@ -384,14 +384,8 @@ async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<ExitCode> {
         }
         Command::Check { path, format } => {
             let selection = settings.policy_selection();
-            // Exit 2 when the checkout cannot be checked at all, as documented.
-            let report = match check::run(&path, &selection) {
-                Ok(report) => report,
-                Err(e) => {
-                    eprintln!("error: {:#}", anyhow::Error::from(e));
-                    return Ok(ExitCode::from(2));
-                }
-            };
+            // A checkout that cannot be checked exits 2 (see `exit::report`).
+            let report = check::run(&path, &selection)?;
             for note in report.notes() {
                 eprintln!("{note}");
             }

@@ -17,7 +17,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 /// The workflow steps, as used in the `step` label.
 pub const STEPS: [&str; 4] = ["plan", "scan", "review", "reconcile"];
 /// Final run statuses, as used in `guardian_run_duration_seconds{outcome}`.
-pub const RUN_OUTCOMES: [&str; 3] = ["succeeded", "partial", "failed"];
+pub const RUN_OUTCOMES: [&str; 4] = ["succeeded", "partial", "failed", "stalled"];
 /// Step outcomes: `ok` (acked), `retry` (nak with delay), `failed` (terminated and
 /// dead-lettered), as used in `guardian_step_duration_seconds{outcome}`.
 pub const STEP_OUTCOMES: [&str; 3] = ["ok", "retry", "failed"];
@@ -119,6 +119,9 @@ pub struct Metrics {
     pub steps_inflight: IntGaugeVec,
     /// `guardian_build_info{version,revision}`: always 1; tells which build runs.
     pub build_info: IntGaugeVec,
+    /// `guardian_webhooks_total{event,outcome}`: GitHub webhook deliveries received. Its
+    /// series are created by the receiver when it is mounted (`webhook::router`).
+    pub webhooks: IntCounterVec,
 }
 
 /// The process-wide metrics, created (with every known series at zero) on first use.
@@ -221,6 +224,11 @@ impl Metrics {
                 "Always 1; the labels tell the crate version and source revision of the running build.",
                 &["version", "revision"],
             ),
+            webhooks: counter(
+                "guardian_webhooks_total",
+                "GitHub webhook deliveries by event (other = not handled) and outcome (queued, coalesced, duplicate, ignored, unauthorized, too_large, invalid, error).",
+                &["event", "outcome"],
+            ),
             registry,
         };
         metrics.initialise_known_series();
@@ -298,6 +306,11 @@ impl Metrics {
         self.github_rate_limit_remaining
             .with_label_values(&[resource])
             .set(remaining);
+    }
+
+    /// Counts one webhook delivery.
+    pub fn webhook(&self, event: &str, outcome: &str) {
+        self.webhooks.with_label_values(&[event, outcome]).inc();
     }
 
     /// Creates the token series of `model` at zero; called when the LLM client is

@@ -44,3 +44,48 @@ impl From<GithubError> for StepError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Method, StatusCode};
+
+    use super::*;
+    use crate::github::Limit;
+
+    fn status(status: StatusCode, limit: Option<Limit>, retry_after: Option<u64>) -> GithubError {
+        GithubError::Status {
+            method: Method::GET,
+            path: "/repos/o/r".into(),
+            status,
+            message: "x".into(),
+            retry_after: retry_after.map(Duration::from_secs),
+            limit,
+        }
+    }
+
+    #[test]
+    fn an_exhausted_budget_is_a_wait_not_a_failure() {
+        let e = StepError::from(status(
+            StatusCode::FORBIDDEN,
+            Some(Limit::Primary),
+            Some(600),
+        ));
+        assert!(
+            matches!(e, StepError::BudgetExhausted { wait, .. } if wait == Duration::from_secs(600)),
+            "{e:?}"
+        );
+        let e = StepError::from(status(StatusCode::BAD_GATEWAY, None, None));
+        assert!(matches!(e, StepError::Transient { .. }), "{e:?}");
+        let e = StepError::from(status(StatusCode::NOT_FOUND, None, None));
+        assert!(matches!(e, StepError::Permanent { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn the_cause_is_kept_as_the_source() {
+        let e = StepError::from(status(StatusCode::BAD_GATEWAY, None, None));
+        let source = std::error::Error::source(&e).expect("source kept");
+        assert!(source.to_string().contains("/repos/o/r"), "{source}");
+    }
+}

@@ -30,8 +30,16 @@ pub fn guardian(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// The binary under test: this build's, or `GUARDIAN_TEST_BINARY` (to hold another build,
+/// an installed one or an older release, against the same expectations).
+fn binary() -> std::path::PathBuf {
+    std::env::var_os("GUARDIAN_TEST_BINARY")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_guardian").into())
+}
+
 fn base_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_guardian"));
+    let mut cmd = Command::new(binary());
     cmd.args(args)
         .current_dir(dir)
         .env_clear()
@@ -655,6 +663,17 @@ const CASES: &[Case] = &[
         &[("GITHUB_TOKEN", "ghp_wrong")],
         5,
         &["GitHub rejected the token (401", "GITHUB_TOKEN"],
+    ),
+    cli(
+        "scan with GitHub unreachable",
+        NoServer,
+        &["scan", "octo/hello"],
+        &[
+            ("GITHUB_TOKEN", "t"),
+            ("GUARDIAN__GITHUB__API_URL", "http://127.0.0.1:1"),
+        ],
+        5,
+        &["cannot reach GitHub at http://127.0.0.1:1", "--demo"],
     ),
     // Requests to `guardian.run`.
     request(

@@ -160,22 +160,19 @@ async fn a_message_whose_deliveries_run_out_without_an_outcome_is_dead_lettered_
     let mut h = Harness::start().await;
     h.seed_org("strand-org", 1, 1);
     // The server gives up after one delivery; the test takes that delivery and never
-    // answers it, as a worker crashing on its last delivery would.
-    for (k, v) in [
+    // answers it, as a worker crashing on its last delivery would. The worker is paused
+    // from its start (it loads the switches before it consumes), so only the test pulls.
+    let limits = [
         ("GUARDIAN__NATS__SERVER_MAX_DELIVER", "1"),
         ("GUARDIAN__NATS__MAX_DELIVER", "1"),
         ("GUARDIAN__NATS__ACK_WAIT", "1s"),
-    ] {
+    ];
+    provisioned(&h, &limits).await;
+    set_flag(&h.bus, "pause_runs", "true").await;
+    for (k, v) in limits {
         h.worker_env.insert(k.into(), v.into());
     }
     h.spawn_worker().await;
-    set_flag(&h.bus, "pause_runs", "true").await;
-    wait_for(
-        Duration::from_secs(10),
-        "the worker sees pause_runs",
-        || async { h.logs().contains("kill switch changed").then_some(()) },
-    )
-    .await;
     let run_id = h.start_run("org:strand-org").await;
 
     let stream = h.bus.js.get_stream("GUARDIAN_WORK").await.unwrap();
@@ -191,7 +188,29 @@ async fn a_message_whose_deliveries_run_out_without_an_outcome_is_dead_lettered_
     let taken = batch.next().await.expect("the plan").unwrap();
     assert_eq!(taken.info().unwrap().delivered, 1);
     drop(taken); // never acked
-
+    // The server acts on an exhausted message when a consumer asks for more, as the
+    // fleet's workers always do; here the test asks (the worker is paused).
+    let runs = runs(&h.bus).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the stranded plan ends its run",
+        || async {
+            let mut more = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .unwrap();
+            assert!(
+                !matches!(more.next().await, Some(Ok(_))),
+                "never delivered again"
+            );
+            let record = runs.get(&run_id).await.unwrap()?;
+            record.status.is_final().then_some(())
+        },
+    )
+    .await;
     let record = h.follow(&run_id).await;
     assert_eq!(record.status, RunStatus::Failed, "{record:?}");
     assert!(
@@ -513,4 +532,32 @@ async fn the_nats_password_never_appears_in_connection_errors() {
     }
     assert!(!text.contains("s3cretPASS"), "{text}");
     assert!(text.contains("127.0.0.1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_wrong_last_sequence_is_a_conflict() {
+    let h = Harness::start().await;
+    provisioned(&h, &[]).await;
+    let kv = h.bus.kv("guardian_runs").await.unwrap();
+    let record = RunRecord::new("r", "org:o", false);
+    let first = repo_guardian::store::create(&kv, "r", &record)
+        .await
+        .unwrap()
+        .expect("created");
+    // A revision that moved on is a conflict: `None`, for the caller to re-read.
+    assert!(
+        repo_guardian::store::write_at(&kv, "r", &record, first + 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Anything else is a NATS error, not a conflict to retry.
+    let invalid = repo_guardian::store::write_at(&kv, "not a key!", &record, first).await;
+    assert!(matches!(invalid, Err(StoreError::Bus(_))), "{invalid:?}");
+    let leases = LeaseStore::new(h.bus.kv("guardian_leases").await.unwrap());
+    let held = leases.try_acquire("not a key!", "a").await;
+    assert!(
+        matches!(held, Err(StoreError::Bus(_))),
+        "not 'lease held': {held:?}"
+    );
 }

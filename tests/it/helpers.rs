@@ -251,6 +251,56 @@ pub fn open_and_duplicates(issues: &[(String, IssueView)]) -> (usize, usize) {
     (open, seen.values().filter(|n| **n > 1).count())
 }
 
+impl Harness {
+    /// Every run recorded for `target`, oldest first.
+    pub async fn runs_of(&self, target: &str) -> Vec<RunRecord> {
+        use futures::StreamExt as _;
+        let kv = self
+            .bus
+            .kv(repo_guardian::bus::RUNS_BUCKET)
+            .await
+            .expect("runs bucket");
+        let Ok(mut keys) = kv.keys().await else {
+            return vec![];
+        };
+        let mut runs = vec![];
+        while let Some(Ok(key)) = keys.next().await {
+            if let Ok(Some(bytes)) = kv.get(&key).await
+                && let Ok(record) = repo_guardian::store::decode::<RunRecord>(&key, &bytes)
+                && record.target == target
+            {
+                runs.push(record);
+            }
+        }
+        runs.sort_by_key(|r| r.created_at);
+        runs
+    }
+
+    /// Waits (up to `within`) until `target` has at least `count` runs, all final.
+    pub async fn wait_for_final_runs(
+        &self,
+        target: &str,
+        count: usize,
+        within: Duration,
+    ) -> Vec<RunRecord> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let runs = self.runs_of(target).await;
+            if runs.len() >= count && runs.iter().all(|r| r.status.is_final()) {
+                return runs;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{target}: {} runs ({} wanted, all final) after {within:?}; logs:\n{}",
+                runs.len(),
+                count,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// The LLM key every LLM test configures; tests assert it never leaks.
 pub const LLM_KEY: &str = "sk-SECRETllmKEY0123456789abcdefXYZ";
 /// The model name the LLM tests configure.

@@ -12,4 +12,6 @@ mod llm;
 mod malformed;
 mod operations;
 mod policies;
+mod schedules;
 mod telemetry;
+mod webhooks;

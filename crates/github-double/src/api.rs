@@ -262,6 +262,14 @@ fn pre_checks(st: &mut State, req: &Req) -> Option<(Out, bool)> {
             return Some((Out::error(401, "Bad credentials"), true));
         }
     }
+    if let Err(retry_after) = st.secondary.admit(&req.method) {
+        let out = Out::error(
+            403,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        )
+        .with("retry-after", retry_after.to_string());
+        return Some((out, false));
+    }
     if st.rate.remaining == 0 && req.path != "/rate_limit" {
         let wait = st.rate.reset.saturating_sub(epoch_secs()).max(1);
         let out = Out::json(
@@ -446,15 +454,19 @@ fn list_repos(st: &State, req: &Req, owner: &str, org_route: bool) -> Out {
     if desc {
         repos.reverse();
     }
-    let items = repos
-        .into_iter()
-        .map(|r| render::repo_minimal(&req.base, r, Some(account)))
-        .collect();
-    paginate(req, items)
+    paginate_with(req, repos, |r| {
+        render::repo_minimal(&req.base, r, Some(account))
+    })
 }
 
 /// Slices `items` per `per_page`/`page` and adds GitHub's `Link` header.
 fn paginate(req: &Req, items: Vec<Value>) -> Out {
+    paginate_with(req, items, |v| v)
+}
+
+/// Like [`paginate`], rendering only the items of the page asked for (listing an
+/// organisation of tens of thousands of repositories renders 100 per page, not all).
+fn paginate_with<T>(req: &Req, items: Vec<T>, render: impl Fn(T) -> Value) -> Out {
     let per_page = req
         .param("per_page")
         .and_then(|v| v.parse::<usize>().ok())
@@ -470,6 +482,7 @@ fn paginate(req: &Req, items: Vec<Value>) -> Out {
         .into_iter()
         .skip((page - 1) * per_page)
         .take(per_page)
+        .map(render)
         .collect();
     let mut out = Out::json(200, Value::Array(slice));
     let link_to = |n: usize| {

@@ -18,6 +18,7 @@
 
 mod api;
 mod demo;
+mod limits;
 pub mod openapi;
 mod render;
 mod state;
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use demo::seed_demo;
+pub use limits::SecondaryLimits;
 use state::State;
 
 /// Settings for a repository created with [`GithubDouble::add_repo`].
@@ -285,6 +287,17 @@ impl GithubDouble {
     /// Delay added before every response.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Enforces secondary limits from now on (see [`SecondaryLimits`]); the default
+    /// (all `None`) switches enforcement off.
+    pub fn set_secondary_limits(&self, limits: SecondaryLimits) {
+        self.lock().secondary.limits = limits;
+    }
+
+    /// Requests answered with a secondary-limit 403 so far.
+    pub fn secondary_limit_violations(&self) -> u64 {
+        self.lock().secondary.violations
     }
 
     /// Resets the rate-limit window: `limit` in total, `remaining` left, reset in an hour.

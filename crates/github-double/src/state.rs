@@ -267,6 +267,8 @@ pub struct State {
     pub faults: Vec<(Fault, Option<String>)>,
     pub latency: Duration,
     pub log: Vec<RecordedRequest>,
+    /// Opt-in secondary limits (off by default).
+    pub secondary: crate::limits::Enforcer,
 }
 
 impl State {
@@ -285,6 +287,7 @@ impl State {
             faults: Vec::new(),
             latency: Duration::ZERO,
             log: Vec::new(),
+            secondary: Default::default(),
         }
     }
 
