@@ -295,8 +295,14 @@ fn run_span(request: &RunRequest) -> tracing::Span {
     span
 }
 
-/// Serves both endpoints until `shutdown`.
-pub async fn serve(bus: Bus, runs: RunStore, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serves both endpoints until `shutdown`. `subscribed` is told once the server has the
+/// endpoints' subscriptions, so a worker reports ready only when `guardian.run` answers.
+pub async fn serve(
+    bus: Bus,
+    runs: RunStore,
+    shutdown: CancellationToken,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<()> {
     let service = bus
         .client
         .service_builder()
@@ -312,6 +318,12 @@ pub async fn serve(bus: Bus, runs: RunStore, shutdown: CancellationToken) -> any
         .endpoint(STATUS_ENDPOINT)
         .await
         .map_err(|e| anyhow::anyhow!("adding endpoint {STATUS_ENDPOINT}: {e}"))?;
+    // A subscription is only sent, not yet known to the server, until a flush returns.
+    bus.client
+        .flush()
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing the service endpoints: {e}"))?;
+    let _ = subscribed.send(());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

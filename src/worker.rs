@@ -61,7 +61,13 @@ pub async fn run(
     }
     // Fail closed: nothing is consumed before the first snapshot of the flags.
     let failure = if flags.wait_known(&stop).await {
-        start_parts(&mut tasks, &bus, &settings, &workflow, &flags, &stop);
+        let subscribed = start_parts(&mut tasks, &bus, &settings, &workflow, &flags, &stop);
+        // Ready only once `guardian.run` answers: a trigger sent right after `/readyz` said
+        // 200 must find the service, not "no responders".
+        tokio::select! {
+            _ = subscribed => {}
+            _ = stop.cancelled() => {}
+        }
         readiness.set_ready(true);
         tracing::info!(worker = %workflow.worker_id, "worker ready");
         let failure = tokio::select! {
@@ -104,12 +110,13 @@ fn start_parts(
     workflow: &Arc<Workflow>,
     flags: &Flags,
     stop: &CancellationToken,
-) {
+) -> tokio::sync::oneshot::Receiver<()> {
     let handler: Arc<dyn consumer::StepHandler> = Arc::new(Handler(workflow.clone()));
+    let (subscribed, service_ready) = tokio::sync::oneshot::channel();
     {
         let (bus, runs, stop) = (bus.clone(), workflow.runs.clone(), stop.clone());
         tasks.spawn(async move {
-            let result = service::serve(bus, runs, stop).await;
+            let result = service::serve(bus, runs, stop, subscribed).await;
             Part::ended("the trigger service", result.map_err(|e| format!("{e:#}")))
         });
     }
@@ -173,6 +180,7 @@ fn start_parts(
             Part::ended("the scheduler", Ok(()))
         });
     }
+    service_ready
 }
 
 /// A part of the worker that ended, and how.
