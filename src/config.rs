@@ -114,9 +114,13 @@ pub struct GithubSettings {
     /// REST API base URL: `https://api.github.com`, a GitHub Enterprise Server
     /// `https://HOST/api/v3`, or the test double.
     pub api_url: String,
-    /// Personal access or installation token.
+    /// Personal access or installation token. Not together with `[github.app]`.
     #[serde(serialize_with = "redacted")]
     pub token: Option<SecretString>,
+    /// A GitHub App instead of a token: each request carries the installation token of the
+    /// account it concerns (`docs/operations/github-app.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<GithubAppSettings>,
     /// Per-request timeout.
     #[serde(
         deserialize_with = "humantime_serde::deserialize",
@@ -153,12 +157,113 @@ impl std::fmt::Debug for GithubSettings {
         f.debug_struct("GithubSettings")
             .field("api_url", &self.api_url)
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("app", &self.app)
             .field("timeout", &self.timeout)
             .field("etag_cache", &self.etag_cache)
             .field("label", &self.label)
             .field("write_interval", &self.write_interval)
             .field("secondary_limit_backoff", &self.secondary_limit_backoff)
             .finish()
+    }
+}
+
+/// `[github.app]`: the App's id and private key, from which workers mint installation
+/// tokens (`crate::github::app`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubAppSettings {
+    /// The App's numeric id (the App's settings page, "App ID").
+    pub app_id: u64,
+    /// The App's private key, PEM (`-----BEGIN RSA PRIVATE KEY-----` as GitHub hands it
+    /// out, or PKCS#8). Either this or `private_key_file`.
+    #[serde(default, serialize_with = "redacted")]
+    pub private_key: Option<SecretString>,
+    /// A file holding the PEM private key (a mounted secret), instead of `private_key`.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// Installations the fleet may act for; empty means every installation of the App.
+    #[serde(default, deserialize_with = "installation_ids")]
+    pub installation_ids: Vec<u64>,
+    /// An installation token is replaced when less than this is left of its lifetime
+    /// (GitHub's last one hour), so no request starts with a token about to expire.
+    #[serde(
+        default = "default_token_refresh_margin",
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "duration_text"
+    )]
+    pub token_refresh_margin: Duration,
+}
+
+/// `[1, 2]` in a file; `1,2` or a single `1` in `GUARDIAN__GITHUB__APP__INSTALLATION_IDS`
+/// (the environment hands over strings, or a lone number).
+fn installation_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ids {
+        One(Id),
+        Many(Vec<Id>),
+    }
+    let ids = match Ids::deserialize(d)? {
+        Ids::One(id) => vec![id],
+        Ids::Many(ids) => ids,
+    };
+    ids.into_iter()
+        .map(|id| match id {
+            Id::Number(n) => Ok(n),
+            Id::Text(t) => t.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!("{t:?} is not an installation id (a number)"))
+            }),
+        })
+        .collect()
+}
+
+fn default_token_refresh_margin() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+impl GithubAppSettings {
+    /// The private key's PEM text, from `private_key` or read from `private_key_file`.
+    /// A key pasted into one line with literal `\n` (as some secret stores hand it over)
+    /// is unfolded.
+    pub fn private_key_pem(&self) -> Result<SecretString, ConfigError> {
+        use secrecy::ExposeSecret as _;
+        let invalid = |key, problem: String| ConfigError::Invalid { key, problem };
+        let text = match (&self.private_key, &self.private_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "github.app.private_key",
+                    "set either github.app.private_key or github.app.private_key_file, not both"
+                        .into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "github.app.private_key",
+                    "the App's private key is missing: set github.app.private_key \
+                     (GUARDIAN__GITHUB__APP__PRIVATE_KEY) or github.app.private_key_file"
+                        .into(),
+                ));
+            }
+            (Some(pem), None) => pem.expose_secret().to_string(),
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "github.app.private_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?,
+        };
+        let text = if !text.contains('\n') && text.contains("\\n") {
+            text.replace("\\n", "\n")
+        } else {
+            text
+        };
+        Ok(SecretString::from(text))
     }
 }
 
@@ -450,6 +555,7 @@ impl Settings {
                 .with_list_parse_key("nats.backoff")
                 .with_list_parse_key("targets.allow")
                 .with_list_parse_key("targets.deny")
+                .with_list_parse_key("github.app.installation_ids")
                 .try_parsing(true)
                 .source(Some(namespaced)),
         );
@@ -523,6 +629,7 @@ impl Settings {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             _ => return invalid("github.api_url", "must be an http(s) URL"),
         }
+        self.validate_github_app()?;
         if self.github.label.trim().is_empty() {
             return invalid("github.label", "must not be empty");
         }
@@ -590,6 +697,41 @@ impl Settings {
         }
         crate::policy::validate_selection(&selection)
             .map_err(|(key, problem)| ConfigError::Policy { key, problem })?;
+        Ok(())
+    }
+
+    /// `[github.app]`: an id, a private key that parses, and no token beside it.
+    fn validate_github_app(&self) -> Result<(), ConfigError> {
+        let Some(app) = &self.github.app else {
+            return Ok(());
+        };
+        if self.github.token.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "github.token",
+                problem: "a token (github.token, GUARDIAN__GITHUB__TOKEN or GITHUB_TOKEN) and \
+                          a GitHub App (github.app) are both configured: keep one"
+                    .into(),
+            });
+        }
+        if app.app_id == 0 {
+            return Err(ConfigError::Invalid {
+                key: "github.app.app_id",
+                problem: "must be the App's numeric id (its settings page, \"App ID\")".into(),
+            });
+        }
+        let key = if app.private_key_file.is_some() {
+            "github.app.private_key_file"
+        } else {
+            "github.app.private_key"
+        };
+        crate::github::app::AppKey::parse(&app.private_key_pem()?)
+            .map_err(|problem| ConfigError::Invalid { key, problem })?;
+        if app.token_refresh_margin >= Duration::from_secs(55 * 60) {
+            return Err(ConfigError::Invalid {
+                key: "github.app.token_refresh_margin",
+                problem: "must be below 55m (installation tokens live one hour)".into(),
+            });
+        }
         Ok(())
     }
 
@@ -801,6 +943,85 @@ mod tests {
         );
         let err = load(&[("GUARDIAN__POLICIES__README__ENABLED", "maybe")]);
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn a_github_app_is_configured_from_the_environment_or_a_file() {
+        let key = include_str!("../tests/fixtures/github-app-test-key.pem");
+        let s = load(&[
+            ("GUARDIAN__GITHUB__APP__APP_ID", "42"),
+            ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", key),
+            ("GUARDIAN__GITHUB__APP__INSTALLATION_IDS", "7,8"),
+        ])
+        .unwrap();
+        let app = s.github.app.as_ref().unwrap();
+        assert_eq!((app.app_id, app.installation_ids.clone()), (42, vec![7, 8]));
+        assert_eq!(app.token_refresh_margin, Duration::from_secs(300));
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("PRIVATE KEY-----\nMII"), "{debug}");
+        // One line with escaped newlines, as some secret stores hand it over.
+        let folded = key.replace('\n', "\\n");
+        let s = load(&[
+            ("GUARDIAN__GITHUB__APP__APP_ID", "42"),
+            ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", &folded),
+            ("GUARDIAN__GITHUB__APP__INSTALLATION_IDS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(s.github.app.unwrap().installation_ids, vec![7]);
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("app.pem");
+        std::fs::write(&pem, key).unwrap();
+        let s = load(&[
+            ("GUARDIAN__GITHUB__APP__APP_ID", "42"),
+            (
+                "GUARDIAN__GITHUB__APP__PRIVATE_KEY_FILE",
+                pem.to_str().unwrap(),
+            ),
+        ])
+        .unwrap();
+        assert!(s.github.app.is_some());
+    }
+
+    #[test]
+    fn github_app_mistakes_name_the_key() {
+        let key = include_str!("../tests/fixtures/github-app-test-key.pem");
+        let err = |vars: &[(&str, &str)]| load(vars).unwrap_err().to_string();
+        let id = ("GUARDIAN__GITHUB__APP__APP_ID", "42");
+        let e = err(&[id, ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", "ghp_oops")]);
+        assert!(
+            e.contains("`github.app.private_key`") && e.contains("not a PEM private key"),
+            "{e}"
+        );
+        assert!(!e.contains("ghp_oops"), "{e}");
+        assert!(err(&[id]).contains("private key is missing"));
+        let e = err(&[
+            id,
+            (
+                "GUARDIAN__GITHUB__APP__PRIVATE_KEY_FILE",
+                "/nonexistent/app.pem",
+            ),
+        ]);
+        assert!(e.contains("`github.app.private_key_file`"), "{e}");
+        let e = err(&[
+            id,
+            ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", key),
+            ("GITHUB_TOKEN", "ghp_x"),
+        ]);
+        assert!(
+            e.contains("`github.token`") && e.contains("keep one"),
+            "{e}"
+        );
+        let e = err(&[
+            ("GUARDIAN__GITHUB__APP__APP_ID", "0"),
+            ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", key),
+        ]);
+        assert!(e.contains("`github.app.app_id`"), "{e}");
+        let e = err(&[
+            id,
+            ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", key),
+            ("GUARDIAN__GITHUB__APP__INSTALLATION_IDS", "7,x"),
+        ]);
+        assert!(e.contains("installation_ids") && e.contains("\"x\""), "{e}");
     }
 
     #[test]

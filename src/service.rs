@@ -20,6 +20,8 @@ use crate::store::runs::{RunRecord, RunStatus, RunStore, parse_run_id, truncate}
 /// A validated `guardian.run` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunRequest {
+    /// `OWNER/REPO`, `org:NAME`, `user:NAME`, or `installations` (every repository of every
+    /// installation of the configured GitHub App).
     pub target: String,
     #[serde(default)]
     pub dry_run: bool,

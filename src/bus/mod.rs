@@ -32,6 +32,9 @@ pub const LEASES_BUCKET: &str = "guardian_leases";
 pub const DEFERRALS_BUCKET: &str = "guardian_deferrals";
 /// LLM answer cache and token budgets (`crate::llm::store`).
 pub const LLM_BUCKET: &str = "guardian_llm";
+/// GitHub App installation tokens shared by the fleet, sealed with a key derived from the
+/// App's private key (`crate::github::app`).
+pub const TOKENS_BUCKET: &str = "guardian_tokens";
 pub const SERVICE_NAME: &str = "repo-guardian";
 pub const RUN_ENDPOINT: &str = "guardian.run";
 pub const STATUS_ENDPOINT: &str = "guardian.status";

@@ -9,7 +9,7 @@ use async_nats::jetstream::{consumer, kv, stream};
 
 use super::{
     Bus, BusError, DEFERRALS_BUCKET, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET, HTTP_BUCKET,
-    LEASES_BUCKET, LLM_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, WORK_STREAM,
+    LEASES_BUCKET, LLM_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, TOKENS_BUCKET, WORK_STREAM,
 };
 use crate::config::{NatsSettings, Settings};
 
@@ -109,6 +109,13 @@ pub async fn provision(bus: &Bus, all: &Settings) -> Result<Provisioned, BusErro
         ),
         (HTTP_BUCKET, "Shared GitHub ETag cache", 1, 7 * day),
         (FLAGS_BUCKET, "Fleet-wide kill switches", 5, Duration::ZERO),
+        // Installation tokens live one hour; an entry older than that is useless.
+        (
+            TOKENS_BUCKET,
+            "GitHub App installation tokens, sealed with the App key",
+            1,
+            Duration::from_secs(3600),
+        ),
         (
             LLM_BUCKET,
             "LLM answer cache and token budgets",

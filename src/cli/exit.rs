@@ -153,7 +153,9 @@ fn classify(err: &anyhow::Error) -> (Exit, String, Option<String>) {
         return (
             Exit::Usage,
             e.to_string(),
-            Some("a target is OWNER/REPO, org:NAME or user:NAME".into()),
+            Some(
+                "a target is OWNER/REPO, org:NAME, user:NAME or installations (GitHub App)".into(),
+            ),
         );
     }
     if let Some(e) = err.downcast_ref::<crate::check::CheckError>() {

@@ -111,7 +111,8 @@ pub enum Command {
         after_help = "Examples:\n  guardian run org:octo-org --wait\n  guardian run octo-org/hello-world --dry-run --wait --format json\n  guardian run user:octocat --wait --timeout 10m"
     )]
     Run {
-        /// OWNER/REPO, org:NAME or user:NAME.
+        /// OWNER/REPO, org:NAME, user:NAME, or `installations` (every repository of every
+        /// installation of the configured GitHub App).
         target: String,
         /// Plan issue changes without writing anything to GitHub.
         #[arg(long)]
@@ -168,7 +169,8 @@ pub enum Command {
         after_help = "Examples:\n  guardian scan org:demo-org --demo\n  guardian scan octo-org/hello-world\n  guardian scan org:octo-org --apply --timeout 30m"
     )]
     Scan {
-        /// OWNER/REPO, org:NAME or user:NAME.
+        /// OWNER/REPO, org:NAME, user:NAME, or `installations` (every repository of every
+        /// installation of the configured GitHub App).
         target: String,
         /// Write issues (default: dry run).
         #[arg(long)]

@@ -1,5 +1,6 @@
-//! What a run checks: `owner/repo`, `org:NAME` or `user:NAME`, validated by GitHub's naming
-//! rules before anything is queued, so a typo is answered at once instead of failing later.
+//! What a run checks: `owner/repo`, `org:NAME`, `user:NAME`, or (with a GitHub App)
+//! `installations`, validated by GitHub's naming rules before anything is queued, so a
+//! typo is answered at once instead of failing later.
 
 use std::fmt;
 
@@ -10,13 +11,18 @@ pub enum Target {
     Repo(RepoRef),
     Org(String),
     User(String),
+    /// Every repository of every installation of the configured GitHub App.
+    Installations,
 }
+
+/// The spelling of [`Target::Installations`].
+pub const INSTALLATIONS: &str = "installations";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
-    #[error("target is empty: expected OWNER/REPO, org:NAME or user:NAME")]
+    #[error("target is empty: expected OWNER/REPO, org:NAME, user:NAME or installations")]
     Empty,
-    #[error("unknown target form `{0}`: expected OWNER/REPO, org:NAME or user:NAME")]
+    #[error("unknown target form `{0}`: expected OWNER/REPO, org:NAME, user:NAME or installations")]
     UnknownForm(String),
     #[error("invalid owner name `{name}` in target `{target}`: {problem}")]
     InvalidOwner {
@@ -37,6 +43,9 @@ impl Target {
         let target = input.trim();
         if target.is_empty() {
             return Err(TargetError::Empty);
+        }
+        if target == INSTALLATIONS {
+            return Ok(Target::Installations);
         }
         if let Some((kind, name)) = target.split_once(':') {
             check_owner(target, name)?;
@@ -65,6 +74,7 @@ impl fmt::Display for Target {
             Target::Repo(r) => write!(f, "{r}"),
             Target::Org(o) => write!(f, "org:{o}"),
             Target::User(u) => write!(f, "user:{u}"),
+            Target::Installations => f.write_str(INSTALLATIONS),
         }
     }
 }
@@ -132,6 +142,11 @@ mod tests {
             Target::parse(" user:octocat ").unwrap(),
             Target::User("octocat".into())
         );
+        assert_eq!(
+            Target::parse("installations").unwrap(),
+            Target::Installations
+        );
+        assert_eq!(Target::Installations.to_string(), "installations");
     }
 
     #[test]

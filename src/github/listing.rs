@@ -1,6 +1,6 @@
 //! Expands a target into repositories: paged, conditional listing of an organisation's or
-//! a user's repositories (one request per 100 repositories, free when unchanged), filtered
-//! by the fleet's configuration.
+//! a user's repositories, or of every installation of the GitHub App (one request per 100
+//! repositories, free when unchanged), filtered by the fleet's configuration.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
@@ -35,7 +35,9 @@ pub async fn list_target(
     target: &Target,
     filters: &TargetFilters,
 ) -> Result<Vec<Listed>, GithubError> {
-    let first = match target {
+    let filter = Filter::new(filters);
+    let mut out = Vec::new();
+    match target {
         Target::Repo(repo) => {
             // A single repository is scanned even when the filters would skip it: the user
             // asked for it by name.
@@ -44,19 +46,67 @@ pub async fn list_target(
                 meta: None,
             }]);
         }
-        Target::Org(org) => format!("/orgs/{org}/repos?type=all&per_page=100"),
-        Target::User(user) => format!("/users/{user}/repos?type=owner&per_page=100"),
-    };
-    let filter = Filter::new(filters);
-    let mut out = Vec::new();
-    let mut next = Some(first.clone());
+        Target::Org(org) => {
+            let first = format!("/orgs/{org}/repos?type=all&per_page=100");
+            list_pages::<Vec<Repository>>(client, target, &first, &filter, &mut out).await?;
+        }
+        Target::User(user) => {
+            let first = format!("/users/{user}/repos?type=owner&per_page=100");
+            list_pages::<Vec<Repository>>(client, target, &first, &filter, &mut out).await?;
+        }
+        Target::Installations => {
+            for id in installations(client).await? {
+                let scoped = client.for_installation(id);
+                let first = "/installation/repositories?per_page=100";
+                list_pages::<InstallationRepositories>(&scoped, target, first, &filter, &mut out)
+                    .await?;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.repo.cmp(&b.repo));
+    out.dedup_by(|a, b| a.repo == b.repo);
+    Ok(out)
+}
+
+/// A page of repositories, however the route wraps them.
+trait RepositoryPage: serde::de::DeserializeOwned {
+    fn repositories(self) -> Vec<Repository>;
+}
+
+impl RepositoryPage for Vec<Repository> {
+    fn repositories(self) -> Vec<Repository> {
+        self
+    }
+}
+
+/// `GET /installation/repositories`: the repositories one installation may access.
+#[derive(serde::Deserialize)]
+struct InstallationRepositories {
+    repositories: Vec<Repository>,
+}
+
+impl RepositoryPage for InstallationRepositories {
+    fn repositories(self) -> Vec<Repository> {
+        self.repositories
+    }
+}
+
+/// Follows `first` and its `next` links, keeping the repositories the filter keeps.
+async fn list_pages<P: RepositoryPage>(
+    client: &GithubClient,
+    target: &Target,
+    first: &str,
+    filter: &Filter<'_>,
+    out: &mut Vec<Listed>,
+) -> Result<(), GithubError> {
+    let mut next = Some(first.to_string());
     while let Some(url) = next.take() {
         let page = client
             .get(&url, CachePolicy::Revalidate)
             .await?
             .ok_or_else(|| not_found(target.to_string()))?;
-        let repos: Vec<Repository> = decode(&page, &url)?;
-        for listed in repos {
+        let repos: P = decode(&page, &url)?;
+        for listed in repos.repositories() {
             let (repo, meta) = listed.meta();
             if filter.keeps(&repo, &meta) {
                 out.push(Listed {
@@ -67,9 +117,41 @@ pub async fn list_target(
         }
         next = page.next;
     }
-    out.sort_by(|a, b| a.repo.cmp(&b.repo));
-    out.dedup_by(|a, b| a.repo == b.repo);
-    Ok(out)
+    Ok(())
+}
+
+/// The installations of the configured GitHub App the fleet may act for
+/// (`GET /app/installations`, paged, minus those `github.app.installation_ids` leaves out).
+/// Each account's installation is remembered, which saves a lookup per account.
+pub async fn installations(client: &GithubClient) -> Result<Vec<u64>, GithubError> {
+    let Some(app) = client.auth().app() else {
+        return Err(GithubError::App(
+            "the target `installations` needs a GitHub App: configure [github.app] \
+             (app_id and private_key) instead of a token"
+                .into(),
+        ));
+    };
+    let mut ids = Vec::new();
+    let mut next = Some("/app/installations?per_page=100".to_string());
+    while let Some(url) = next.take() {
+        let page = client
+            .get(&url, CachePolicy::Revalidate)
+            .await?
+            .ok_or_else(|| not_found("the App's installations".into()))?;
+        let listed: Vec<super::app::Installation> = decode(&page, &url)?;
+        for installation in listed {
+            if let Some(account) = &installation.account {
+                app.remember_owner(&account.login, installation.id);
+            }
+            if app.allows(installation.id) {
+                ids.push(installation.id);
+            }
+        }
+        next = page.next;
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 struct Filter<'a> {

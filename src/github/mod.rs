@@ -5,9 +5,13 @@
 //! conditional requests against a shared ETag cache in `guardian_http` (a 304 costs no rate
 //! limit), immutable resources (trees by commit SHA) served from the cache without a
 //! request at all, rate-limit bookkeeping, and one classification of failures into
-//! "retry later" and "never" ([`GithubError::retry`]). The token lives in a
-//! `SecretString` inside octocrab and never appears in errors or logs.
+//! "retry later" and "never" ([`GithubError::retry`]). Which credential a request carries
+//! (a personal access token, or a GitHub App's installation token for the account the
+//! request is about) is decided per request by [`auth::Auth`]; tokens live in
+//! `SecretString`s and sensitive header values and never appear in errors or logs.
 
+pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod issues;
 pub mod listing;
@@ -18,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use secrecy::ExposeSecret as _;
 
 use crate::config::GithubSettings;
 use crate::telemetry::{self, CacheOutcome};
+use auth::{Auth, Credential};
 pub use cache::EtagCache;
 
 /// Whether a failed request is worth trying again, and when.
@@ -83,6 +87,10 @@ pub enum GithubError {
     },
     #[error("GitHub client configuration: {0}")]
     Config(String),
+    /// A GitHub App cannot act for a request: not installed on the account, an
+    /// installation left out by `github.app.installation_ids`, or a path without account.
+    #[error("GitHub App: {0}")]
+    App(String),
 }
 
 impl GithubError {
@@ -108,7 +116,8 @@ impl GithubError {
             }
             GithubError::Decode { .. }
             | GithubError::ForeignLink { .. }
-            | GithubError::Config(_) => Retry::Never,
+            | GithubError::Config(_)
+            | GithubError::App(_) => Retry::Never,
         }
     }
 
@@ -167,6 +176,11 @@ pub struct GithubClient {
     user_agent: String,
     cache: Option<EtagCache>,
     pacing: Arc<Pacing>,
+    /// Chooses each request's credential.
+    auth: Auth,
+    /// Requests of this client use this installation's token, whatever the path (set by
+    /// [`GithubClient::for_installation`]).
+    installation: Option<u64>,
 }
 
 /// What this worker remembers to keep to GitHub's guidance on writes and secondary limits.
@@ -198,15 +212,12 @@ impl Pacing {
 
 impl GithubClient {
     pub fn new(settings: &GithubSettings, cache: Option<EtagCache>) -> Result<Self, GithubError> {
-        let mut builder = octocrab::Octocrab::builder()
+        // No credential inside octocrab: `send` sets the header of each request.
+        let octo = octocrab::Octocrab::builder()
             .base_uri(settings.api_url.as_str())
             .map_err(|e| GithubError::Config(format!("github.api_url: {e}")))?
             .set_connect_timeout(Some(settings.timeout))
-            .set_read_timeout(Some(settings.timeout));
-        if let Some(token) = &settings.token {
-            builder = builder.personal_token(token.expose_secret().to_string());
-        }
-        let octo = builder
+            .set_read_timeout(Some(settings.timeout))
             .build()
             .map_err(|e| GithubError::Config(e.to_string()))?;
         let base = settings.api_url.trim_end_matches('/').to_string();
@@ -224,7 +235,41 @@ impl GithubClient {
                 secondary_backoff: settings.secondary_limit_backoff,
                 secondary_strikes: std::sync::atomic::AtomicU32::new(0),
             }),
+            auth: Auth::from_settings(settings)?,
+            installation: None,
         })
+    }
+
+    /// Shares the GitHub App's installation tokens with the fleet through this bucket
+    /// (`guardian_tokens`); without it each worker mints its own.
+    pub fn share_tokens(self, store: async_nats::jetstream::kv::Store) -> Self {
+        if let Some(app) = self.auth.app() {
+            app.set_store(store);
+        }
+        self
+    }
+
+    /// How this client authenticates.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// A client whose requests carry the token of `installation` (GitHub App only), for
+    /// the routes that name no account (`/installation/repositories`).
+    pub fn for_installation(&self, installation: u64) -> GithubClient {
+        GithubClient {
+            installation: Some(installation),
+            ..self.clone()
+        }
+    }
+
+    /// The key of `url` in the ETag cache: a pinned installation sees its own answers of
+    /// routes that are the same URL for every installation.
+    fn cache_key(&self, url: &str) -> String {
+        match self.installation {
+            Some(id) => format!("{url}#installation:{id}"),
+            None => url.to_string(),
+        }
     }
 
     /// Absolute URL for an API path (`/repos/o/r`) or a full URL GitHub handed out, which
@@ -247,8 +292,9 @@ impl GithubClient {
     /// GET with the ETag cache. `Ok(None)` is a 404 (absent is an answer, not an error).
     pub async fn get(&self, path: &str, policy: CachePolicy) -> Result<Option<Page>, GithubError> {
         let url = self.url(path)?;
+        let cache_key = self.cache_key(&url);
         let cached = match &self.cache {
-            Some(cache) => cache.get(&url).await,
+            Some(cache) => cache.get(&cache_key).await,
             None => None,
         };
         if let (CachePolicy::Immutable, Some(hit)) = (policy, &cached) {
@@ -287,7 +333,7 @@ impl GithubClient {
                     (&self.cache, response.headers.get(http::header::ETAG))
                     && let Ok(etag) = etag.to_str()
                 {
-                    cache.put(&url, etag, &page).await;
+                    cache.put(&cache_key, etag, &page).await;
                 }
                 Ok(Some(page))
             }
@@ -329,8 +375,37 @@ impl GithubClient {
             .map_err(|e| self.decode_error(&method, &url, &e.to_string()))
     }
 
+    /// Sends with the credential the request needs; an installation token GitHub rejects
+    /// (expired early, revoked) is replaced and the request sent once more.
     async fn send(
         &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<&serde_json::Value>,
+    ) -> Result<RawResponse, GithubError> {
+        let api_path = url.strip_prefix(&self.base).unwrap_or(url);
+        let credential = self
+            .auth
+            .credential(self, api_path, self.installation)
+            .await?;
+        let response = self
+            .send_as(&credential, method.clone(), url, headers.clone(), body)
+            .await?;
+        if response.status != StatusCode::UNAUTHORIZED || !credential.renewable() {
+            return Ok(response);
+        }
+        self.auth.rejected(&credential).await;
+        let credential = self
+            .auth
+            .credential(self, api_path, self.installation)
+            .await?;
+        self.send_as(&credential, method, url, headers, body).await
+    }
+
+    async fn send_as(
+        &self,
+        credential: &Credential,
         method: Method,
         url: &str,
         mut headers: HeaderMap,
@@ -355,6 +430,9 @@ impl GithubClient {
         );
         if let Ok(ua) = HeaderValue::from_str(&self.user_agent) {
             headers.insert(http::header::USER_AGENT, ua);
+        }
+        if let Some(authorization) = credential.header() {
+            headers.insert(http::header::AUTHORIZATION, authorization.clone());
         }
         let mut builder = http::Request::builder().method(method.clone()).uri(url);
         for (k, v) in &headers {
@@ -411,6 +489,20 @@ impl GithubClient {
             retry_after,
             limit,
         }
+    }
+
+    /// The JSON body of a successful answer, or the error the answer means.
+    fn decode_ok<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &Method,
+        url: &str,
+        response: &RawResponse,
+    ) -> Result<T, GithubError> {
+        if !response.status.is_success() {
+            return Err(self.status_error(method.clone(), url, response));
+        }
+        serde_json::from_str(&response.body)
+            .map_err(|e| self.decode_error(method, url, &e.to_string()))
     }
 
     fn decode_error(&self, method: &Method, url: &str, message: &str) -> GithubError {

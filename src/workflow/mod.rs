@@ -28,7 +28,7 @@ use crate::bus::consumer::{DeadLettered, StepHandler};
 use crate::bus::envelope::{Envelope, Task};
 use crate::bus::events::{self, Event};
 use crate::bus::flags::Flags;
-use crate::bus::{Bus, HTTP_BUCKET, LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step};
+use crate::bus::{Bus, HTTP_BUCKET, LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, TOKENS_BUCKET};
 use crate::config::Settings;
 use crate::domain::RepoRef;
 use crate::github::{EtagCache, GithubClient};
@@ -67,7 +67,10 @@ impl Workflow {
             true => Some(EtagCache::new(bus.kv(HTTP_BUCKET).await?)),
             false => None,
         };
-        let github = GithubClient::new(&settings.github, cache)?;
+        let mut github = GithubClient::new(&settings.github, cache)?;
+        if settings.github.app.is_some() {
+            github = github.share_tokens(bus.kv(TOKENS_BUCKET).await?);
+        }
         Ok(Arc::new(Workflow {
             runs: RunStore::new(bus.kv(RUNS_BUCKET).await?),
             repos: RepoStore::new(bus.kv(REPOS_BUCKET).await?),

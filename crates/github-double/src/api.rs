@@ -47,13 +47,13 @@ async fn handle(
 }
 
 /// A parsed request.
-struct Req {
+pub(crate) struct Req {
     method: String,
-    path: String,
+    pub(crate) path: String,
     query: String,
     params: Vec<(String, String)>,
-    base: String,
-    authorization: Option<String>,
+    pub(crate) base: String,
+    pub(crate) authorization: Option<String>,
     if_none_match: Option<String>,
     body: Bytes,
 }
@@ -112,24 +112,24 @@ impl Req {
 }
 
 /// An endpoint's answer before the cross-cutting headers are added.
-struct Out {
+pub(crate) struct Out {
     status: u16,
-    body: Option<Value>,
+    pub(crate) body: Option<Value>,
     headers: Vec<(&'static str, String)>,
 }
 
 impl Out {
-    fn json(status: u16, body: Value) -> Out {
+    pub(crate) fn json(status: u16, body: Value) -> Out {
         Out {
             status,
             body: Some(body),
             headers: Vec::new(),
         }
     }
-    fn error(status: u16, message: &str) -> Out {
+    pub(crate) fn error(status: u16, message: &str) -> Out {
         Out::json(status, render::error(message, status))
     }
-    fn not_found() -> Out {
+    pub(crate) fn not_found() -> Out {
         Out::error(404, "Not Found")
     }
     fn with(mut self, name: &'static str, value: String) -> Out {
@@ -251,7 +251,11 @@ fn pre_checks(st: &mut State, req: &Req) -> Option<(Out, bool)> {
         }
         return Some((out, true));
     }
-    if let Some(token) = st.token.as_deref() {
+    let app = crate::app::authenticate(st, req);
+    if let crate::app::Verdict::Refused(out) = app {
+        return Some((out, true));
+    }
+    if let (crate::app::Verdict::NotApp, Some(token)) = (app, st.token.as_deref()) {
         let ok = req.authorization.as_deref().is_some_and(|h| {
             h.strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))
@@ -297,6 +301,7 @@ fn route(st: &mut State, req: &Req) -> Out {
     let m = req.method.as_str();
     match (m, s.as_slice()) {
         ("GET", ["rate_limit"]) => Out::json(200, render::rate_limit(&st.rate)),
+        (_, s) if crate::app::is_app_route(s) => crate::app::route(st, req, m, s),
         ("GET", ["orgs", org]) => get_org(st, req, org),
         ("GET", ["orgs", org, "repos"]) => list_repos(st, req, org, true),
         ("GET", ["users", user]) => get_user(st, req, user),
@@ -466,7 +471,7 @@ fn paginate(req: &Req, items: Vec<Value>) -> Out {
 
 /// Like [`paginate`], rendering only the items of the page asked for (listing an
 /// organisation of tens of thousands of repositories renders 100 per page, not all).
-fn paginate_with<T>(req: &Req, items: Vec<T>, render: impl Fn(T) -> Value) -> Out {
+pub(crate) fn paginate_with<T>(req: &Req, items: Vec<T>, render: impl Fn(T) -> Value) -> Out {
     let per_page = req
         .param("per_page")
         .and_then(|v| v.parse::<usize>().ok())

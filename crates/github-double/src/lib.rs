@@ -17,6 +17,7 @@
 #![recursion_limit = "256"]
 
 mod api;
+mod app;
 mod demo;
 mod limits;
 pub mod openapi;

@@ -269,6 +269,8 @@ pub struct State {
     pub log: Vec<RecordedRequest>,
     /// Opt-in secondary limits (off by default).
     pub secondary: crate::limits::Enforcer,
+    /// The GitHub App flow (off until configured).
+    pub app: crate::app::AppState,
 }
 
 impl State {
@@ -288,6 +290,7 @@ impl State {
             latency: Duration::ZERO,
             log: Vec::new(),
             secondary: Default::default(),
+            app: Default::default(),
         }
     }
 
