@@ -92,7 +92,6 @@ impl Harness {
             .env("RUST_LOG", "info,repo_guardian=debug")
             .env("GUARDIAN__NATS__URL", &self.nats.url)
             .env("GUARDIAN__GITHUB__API_URL", self.double.url())
-            .env("GUARDIAN__GITHUB__TOKEN", TOKEN)
             // The double has no write limits; pacing is tested on its own.
             .env("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s")
             .env("GUARDIAN__HTTP__LISTEN", format!("127.0.0.1:{ops_port}"))
@@ -103,6 +102,13 @@ impl Harness {
             .env("GUARDIAN__WORKER__LEASE_TTL", "3s")
             .env("GUARDIAN__WORKER__DRAIN_TIMEOUT", "5s")
             .env("GUARDIAN__WORKER__QUEUE_POLL_INTERVAL", "1s");
+        // A fleet configured as a GitHub App has no token (the two are exclusive).
+        if !self
+            .worker_env
+            .contains_key("GUARDIAN__GITHUB__APP__APP_ID")
+        {
+            cmd.env("GUARDIAN__GITHUB__TOKEN", TOKEN);
+        }
         for (k, v) in &self.worker_env {
             cmd.env(k, v);
         }

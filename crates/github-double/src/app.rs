@@ -32,6 +32,8 @@ pub struct AppState {
     /// Issued installation tokens: token → (installation, expiry in Unix seconds).
     tokens: BTreeMap<String, (u64, u64)>,
     issued: u64,
+    /// Lifetime of new installation tokens; GitHub's hour when unset.
+    token_lifetime: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -39,7 +41,6 @@ struct AppConfig {
     id: u64,
     /// DER `RSAPublicKey`.
     public_key: Vec<u8>,
-    token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -78,16 +79,13 @@ impl GithubDouble {
         self.lock().app.config = Some(AppConfig {
             id: app_id,
             public_key: parsed.contents().to_vec(),
-            token_lifetime: Duration::from_secs(3600),
         });
         Ok(())
     }
 
     /// How long installation tokens issued from now on live (GitHub: one hour).
     pub fn set_installation_token_lifetime(&self, lifetime: Duration) {
-        if let Some(c) = self.lock().app.config.as_mut() {
-            c.token_lifetime = lifetime;
-        }
+        self.lock().app.token_lifetime = Some(lifetime);
     }
 
     /// Installs the App on `account` (created as an organization when missing) for the
@@ -314,11 +312,7 @@ fn installation(st: &State, id: &str) -> Option<Installation> {
 }
 
 fn issue_token(st: &mut State, i: &Installation) -> Out {
-    let lifetime = st
-        .app
-        .config
-        .as_ref()
-        .map_or(Duration::from_secs(3600), |c| c.token_lifetime);
+    let lifetime = st.app.token_lifetime.unwrap_or(Duration::from_secs(3600));
     st.app.issued += 1;
     let token = format!(
         "ghs_{}",
