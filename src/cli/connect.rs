@@ -143,9 +143,10 @@ async fn expect_info(stream: &mut tokio::net::TcpStream, shown: &str) -> Result<
 }
 
 /// Checks that a token is configured and that GitHub accepts it, with one free request
-/// (`GET /rate_limit` is not charged against the budget).
+/// (`GET /rate_limit` is not charged against the budget); for a GitHub App, that GitHub
+/// accepts the App's JWT (`GET /app`).
 pub async fn probe_github(settings: &GithubSettings) -> Result<(), CliError> {
-    if settings.token.is_none() {
+    if settings.token.is_none() && settings.app.is_none() {
         return Err(CliError::usage("no GitHub token configured")
             .hint("export GITHUB_TOKEN=… (or set github.token / GUARDIAN__GITHUB__TOKEN); `--demo` needs none"));
     }
@@ -154,16 +155,30 @@ pub async fn probe_github(settings: &GithubSettings) -> Result<(), CliError> {
     quick.etag_cache = false;
     let client = crate::github::GithubClient::new(&quick, None)
         .map_err(|e| CliError::usage(format!("github settings: {e}")))?;
+    let (probe, hint) = match settings.app {
+        Some(_) => (
+            "/app",
+            "GitHub rejected the App's JWT: check github.app.app_id, that the private key is the App's current one, and this machine's clock",
+        ),
+        None => (
+            "/rate_limit",
+            "the token in GITHUB_TOKEN (or github.token) is wrong, expired or revoked: create a new one",
+        ),
+    };
     match client
-        .get("/rate_limit", crate::github::CachePolicy::Revalidate)
+        .get(probe, crate::github::CachePolicy::Revalidate)
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if e.status() == Some(http::StatusCode::UNAUTHORIZED) => Err(CliError::new(
             Exit::Error,
-            format!("GitHub rejected the token (401 Bad credentials) at {}", settings.api_url),
+            format!(
+                "GitHub rejected the {} (401 Bad credentials) at {}",
+                if settings.app.is_some() { "App's JWT" } else { "token" },
+                settings.api_url
+            ),
         )
-        .hint("the token in GITHUB_TOKEN (or github.token) is wrong, expired or revoked: create a new one")),
+        .hint(hint)),
         Err(e) if e.status().is_some() => Err(CliError::error(format!(
             "GitHub at {} answered the token check with an error",
             settings.api_url
