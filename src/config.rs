@@ -118,9 +118,9 @@ pub struct GithubSettings {
     #[serde(serialize_with = "redacted")]
     pub token: Option<SecretString>,
     /// A GitHub App instead of a token: each request carries the installation token of the
-    /// account it concerns (`docs/operations/github-app.md`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app: Option<GithubAppSettings>,
+    /// account it concerns (`docs/operations/github-app.md`). In use when `app_id` is set.
+    #[serde(default)]
+    pub app: GithubAppSettings,
     /// Per-request timeout.
     #[serde(
         deserialize_with = "humantime_serde::deserialize",
@@ -172,8 +172,9 @@ impl std::fmt::Debug for GithubSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubAppSettings {
-    /// The App's numeric id (the App's settings page, "App ID").
-    pub app_id: u64,
+    /// The App's numeric id (the App's settings page, "App ID"); unset, no App is used.
+    #[serde(default)]
+    pub app_id: Option<u64>,
     /// The App's private key, PEM (`-----BEGIN RSA PRIVATE KEY-----` as GitHub hands it
     /// out, or PKCS#8). Either this or `private_key_file`.
     #[serde(default, serialize_with = "redacted")]
@@ -225,6 +226,25 @@ fn installation_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, 
 
 fn default_token_refresh_margin() -> Duration {
     Duration::from_secs(5 * 60)
+}
+
+impl Default for GithubAppSettings {
+    fn default() -> Self {
+        GithubAppSettings {
+            app_id: None,
+            private_key: None,
+            private_key_file: None,
+            installation_ids: Vec::new(),
+            token_refresh_margin: default_token_refresh_margin(),
+        }
+    }
+}
+
+impl GithubSettings {
+    /// The GitHub App section and its id, when the fleet authenticates as an App.
+    pub fn app(&self) -> Option<(u64, &GithubAppSettings)> {
+        self.app.app_id.map(|id| (id, &self.app))
+    }
 }
 
 impl GithubAppSettings {
@@ -702,7 +722,14 @@ impl Settings {
 
     /// `[github.app]`: an id, a private key that parses, and no token beside it.
     fn validate_github_app(&self) -> Result<(), ConfigError> {
-        let Some(app) = &self.github.app else {
+        let app = &self.github.app;
+        let Some(app_id) = app.app_id else {
+            if app.private_key.is_some() || app.private_key_file.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "github.app.app_id",
+                    problem: "must be set when the App's private key is".into(),
+                });
+            }
             return Ok(());
         };
         if self.github.token.is_some() {
@@ -713,7 +740,7 @@ impl Settings {
                     .into(),
             });
         }
-        if app.app_id == 0 {
+        if app_id == 0 {
             return Err(ConfigError::Invalid {
                 key: "github.app.app_id",
                 problem: "must be the App's numeric id (its settings page, \"App ID\")".into(),
@@ -954,8 +981,8 @@ mod tests {
             ("GUARDIAN__GITHUB__APP__INSTALLATION_IDS", "7,8"),
         ])
         .unwrap();
-        let app = s.github.app.as_ref().unwrap();
-        assert_eq!((app.app_id, app.installation_ids.clone()), (42, vec![7, 8]));
+        let (id, app) = s.github.app().unwrap();
+        assert_eq!((id, app.installation_ids.clone()), (42, vec![7, 8]));
         assert_eq!(app.token_refresh_margin, Duration::from_secs(300));
         let debug = format!("{s:?}");
         assert!(!debug.contains("PRIVATE KEY-----\nMII"), "{debug}");
@@ -967,7 +994,7 @@ mod tests {
             ("GUARDIAN__GITHUB__APP__INSTALLATION_IDS", "7"),
         ])
         .unwrap();
-        assert_eq!(s.github.app.unwrap().installation_ids, vec![7]);
+        assert_eq!(s.github.app.installation_ids, vec![7]);
         let dir = tempfile::tempdir().unwrap();
         let pem = dir.path().join("app.pem");
         std::fs::write(&pem, key).unwrap();
@@ -979,7 +1006,12 @@ mod tests {
             ),
         ])
         .unwrap();
-        assert!(s.github.app.is_some());
+        assert!(s.github.app().is_some());
+        assert!(load(&[]).unwrap().github.app().is_none());
+        let e = load(&[("GUARDIAN__GITHUB__APP__PRIVATE_KEY", key)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`github.app.app_id`"), "{e}");
     }
 
     #[test]

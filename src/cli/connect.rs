@@ -146,7 +146,7 @@ async fn expect_info(stream: &mut tokio::net::TcpStream, shown: &str) -> Result<
 /// (`GET /rate_limit` is not charged against the budget); for a GitHub App, that GitHub
 /// accepts the App's JWT (`GET /app`).
 pub async fn probe_github(settings: &GithubSettings) -> Result<(), CliError> {
-    if settings.token.is_none() && settings.app.is_none() {
+    if settings.token.is_none() && settings.app().is_none() {
         return Err(CliError::usage("no GitHub token configured")
             .hint("export GITHUB_TOKEN=… (or set github.token / GUARDIAN__GITHUB__TOKEN); `--demo` needs none"));
     }
@@ -155,7 +155,7 @@ pub async fn probe_github(settings: &GithubSettings) -> Result<(), CliError> {
     quick.etag_cache = false;
     let client = crate::github::GithubClient::new(&quick, None)
         .map_err(|e| CliError::usage(format!("github settings: {e}")))?;
-    let (probe, hint) = match settings.app {
+    let (probe, hint) = match settings.app() {
         Some(_) => (
             "/app",
             "GitHub rejected the App's JWT: check github.app.app_id, that the private key is the App's current one, and this machine's clock",
@@ -174,7 +174,11 @@ pub async fn probe_github(settings: &GithubSettings) -> Result<(), CliError> {
             Exit::Error,
             format!(
                 "GitHub rejected the {} (401 Bad credentials) at {}",
-                if settings.app.is_some() { "App's JWT" } else { "token" },
+                if settings.app().is_some() {
+                    "App's JWT"
+                } else {
+                    "token"
+                },
                 settings.api_url
             ),
         )
@@ -184,11 +188,10 @@ pub async fn probe_github(settings: &GithubSettings) -> Result<(), CliError> {
             settings.api_url
         ))
         .source(e)),
-        Err(e) => Err(CliError::error(format!(
-            "cannot reach GitHub at {}",
-            settings.api_url
-        ))
-        .source(e)
-        .hint("check the network (and a proxy), or github.api_url; `--demo` works offline")),
+        Err(e) => Err(
+            CliError::error(format!("cannot reach GitHub at {}", settings.api_url))
+                .source(e)
+                .hint("check the network (and a proxy), or github.api_url; `--demo` works offline"),
+        ),
     }
 }

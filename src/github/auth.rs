@@ -106,14 +106,14 @@ pub enum Auth {
 
 impl Auth {
     pub fn from_settings(settings: &GithubSettings) -> Result<Auth, GithubError> {
-        if let Some(app) = &settings.app {
+        if let Some((app_id, app)) = settings.app() {
             let pem = app
                 .private_key_pem()
                 .map_err(|e| GithubError::Config(e.to_string()))?;
             let key = AppKey::parse(&pem)
                 .map_err(|problem| GithubError::Config(format!("github.app: {problem}")))?;
             return Ok(Auth::App(Arc::new(AppAuth::new(
-                app.app_id,
+                app_id,
                 key,
                 &app.installation_ids,
                 app.token_refresh_margin,

@@ -68,7 +68,7 @@ impl Workflow {
             false => None,
         };
         let mut github = GithubClient::new(&settings.github, cache)?;
-        if settings.github.app.is_some() {
+        if settings.github.app().is_some() {
             github = github.share_tokens(bus.kv(TOKENS_BUCKET).await?);
         }
         Ok(Arc::new(Workflow {
