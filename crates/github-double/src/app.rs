@@ -131,6 +131,27 @@ impl GithubDouble {
     }
 }
 
+/// Signs `claims` as an RS256 JWT with a PEM RSA private key (`BEGIN RSA PRIVATE KEY`), for
+/// tests that speak to the double as an App without the client under test.
+pub fn sign_jwt(private_key_pem: &str, claims: &Value) -> Result<String, String> {
+    let key = pem::parse(private_key_pem.trim()).map_err(|e| e.to_string())?;
+    let pair = ring::signature::RsaKeyPair::from_der(key.contents()).map_err(|e| e.to_string())?;
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut sig = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        message.as_bytes(),
+        &mut sig,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig)))
+}
+
 /// What a request may do, decided before routing.
 pub enum Verdict {
     /// Not an App double: the plain token check applies.
@@ -367,8 +388,12 @@ fn installation_repositories(st: &State, req: &Req) -> Out {
         .filter(|r| inst.covers(&r.owner, &r.name))
         .collect();
     let total = repos.len();
+    // The listing's items are `repository`, which (unlike `full-repository`) requires
+    // `has_downloads`.
     let mut out = paginate_with(req, repos, |r| {
-        render::repo_full(&req.base, r, st.account(&r.owner))
+        let mut v = render::repo_full(&req.base, r, st.account(&r.owner));
+        v["has_downloads"] = json!(true);
+        v
     });
     if let Some(items) = out.body.take() {
         out.body = Some(json!({
@@ -424,9 +449,16 @@ fn installation_json(st: &State, base: &str, i: &Installation) -> Value {
     let (account_id, kind) = st.account(&i.account).map_or((0, "Organization"), |a| {
         (a.id, if a.is_org { "Organization" } else { "User" })
     });
+    // GitHub's description types the account of listed installations as *all of* a user
+    // and an enterprise, so the account carries the enterprise's required fields too.
+    let mut account = render::simple_user(base, &i.account, account_id, kind);
+    account["name"] = json!(i.account);
+    account["slug"] = json!(i.account.to_lowercase());
+    account["created_at"] = json!(i.created_at);
+    account["updated_at"] = json!(i.created_at);
     json!({
         "id": i.id,
-        "account": render::simple_user(base, &i.account, account_id, kind),
+        "account": account,
         "repository_selection": selection(i),
         "access_tokens_url": format!("{base}/app/installations/{}/access_tokens", i.id),
         "repositories_url": format!("{base}/installation/repositories"),

@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use app::sign_jwt;
 pub use demo::seed_demo;
 pub use limits::SecondaryLimits;
 use state::State;

@@ -20,22 +20,7 @@ fn now() -> i64 {
 
 /// A JWT over `claims`, signed with the test key.
 fn jwt(claims: Value) -> String {
-    let key = pem::parse(PRIVATE_KEY).expect("pem");
-    let pair = ring::signature::RsaKeyPair::from_der(key.contents()).expect("key");
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut sig = vec![0; pair.public().modulus_len()];
-    pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        message.as_bytes(),
-        &mut sig,
-    )
-    .expect("sign");
-    format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig))
+    github_double::sign_jwt(PRIVATE_KEY, &claims).expect("signed")
 }
 
 fn good_jwt() -> String {

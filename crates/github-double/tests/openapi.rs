@@ -122,6 +122,8 @@ struct Session {
     failures: Vec<String>,
     undocumented_304: Vec<String>,
     steps: usize,
+    /// The credential sent as `Authorization: Bearer …`.
+    bearer: String,
 }
 
 struct Reply {
@@ -146,7 +148,7 @@ impl Session {
             .request(method.clone(), format!("{}{path}", self.base))
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
-            .header("authorization", format!("Bearer {TOKEN}"));
+            .header("authorization", format!("Bearer {}", self.bearer));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -234,6 +236,7 @@ async fn responses_follow_github_openapi() {
         },
     );
     double.set_token(Some(TOKEN));
+    let app_installation = app_host(&double);
     let prism = start_prism(&prism, &spec, &double.url()).await;
 
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -246,6 +249,7 @@ async fn responses_follow_github_openapi() {
         failures: Vec::new(),
         undocumented_304: Vec::new(),
         steps: 0,
+        bearer: TOKEN.into(),
     };
 
     // Accounts and discovery.
@@ -481,6 +485,8 @@ async fn responses_follow_github_openapi() {
         .await;
     s.get(&format!("{issues}/99/comments"), 404).await;
 
+    app_session(&mut s, app_installation).await;
+
     let prism_log = std::fs::read_to_string(&prism.log).unwrap_or_default();
     drop(prism);
     assert!(
@@ -515,6 +521,48 @@ async fn responses_follow_github_openapi() {
     assert!(requests.len() >= s.steps, "prism forwarded every step");
     let problems = openapi::check_requests(&spec, &requests);
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+const APP_ID: u64 = 31;
+
+/// Makes the double a GitHub App host with one installation on `demo-org`; the personal
+/// token keeps working for the rest of the session.
+fn app_host(double: &GithubDouble) -> u64 {
+    let public = include_str!("../../../tests/fixtures/github-app-test-key.pub.pem");
+    double.configure_app(APP_ID, public).expect("public key");
+    double.add_installation("demo-org", None)
+}
+
+/// The App's routes: as the App (JWT), then as its installation.
+async fn app_session(s: &mut Session, installation: u64) {
+    let private = include_str!("../../../tests/fixtures/github-app-test-key.pem");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = json!({"iat": now - 60, "exp": now + 540, "iss": APP_ID});
+    s.bearer = github_double::sign_jwt(private, &claims).expect("JWT");
+    s.get("/app", 200).await;
+    s.get_then_304("/app/installations?per_page=100").await;
+    s.get("/repos/demo-org/api-gateway/installation", 200).await;
+    s.get("/orgs/demo-org/installation", 200).await;
+    let minted = s
+        .send(
+            "POST",
+            &format!("/app/installations/{installation}/access_tokens"),
+            Some(json!({})),
+            None,
+            201,
+        )
+        .await;
+    s.bearer = minted.body["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    s.get_then_304("/installation/repositories?per_page=2")
+        .await;
+    s.get("/repos/demo-org/api-gateway", 200).await;
+    s.bearer = TOKEN.into();
 }
 
 fn recorded(method: &str, path: &str, query: &str) -> RecordedRequest {
