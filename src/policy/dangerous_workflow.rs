@@ -279,8 +279,8 @@ impl DangerousWorkflow {
 
     fn injections(report: &Report<'_>) -> Vec<Finding> {
         let source = report.source;
-        let text_inputs = source.text_inputs();
-        let inputs = text_inputs.as_deref();
+        let fixed_inputs = source.fixed_inputs();
+        let inputs = fixed_inputs.as_slice();
         // (job, context) → where and how it is expanded.
         let mut found: BTreeMap<(String, String), Injection> = BTreeMap::new();
         for step in source.steps() {
