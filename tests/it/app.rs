@@ -142,3 +142,94 @@ async fn an_installations_run_without_an_app_fails_and_says_why() {
     let record = serde_json::to_string(&run).unwrap();
     assert!(record.contains("needs a GitHub App"), "{record}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_installation_tokens_sealed_in_the_bucket() {
+    let h = Harness::start().await;
+    h.double
+        .configure_app(APP_ID.parse().unwrap(), PUBLIC_KEY)
+        .unwrap();
+    h.double.add_repo("shared-org", "one", Default::default());
+    h.double.add_installation("shared-org", None);
+    let settings = repo_guardian::config::Settings::load_from(
+        None,
+        [
+            ("GUARDIAN__NATS__URL", h.nats.url.as_str()),
+            ("GUARDIAN__GITHUB__API_URL", h.double.url().as_str()),
+            ("GUARDIAN__GITHUB__APP__APP_ID", APP_ID),
+            ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", PRIVATE_KEY),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap();
+    repo_guardian::bus::provision::provision(&h.bus, &settings)
+        .await
+        .unwrap();
+    let bucket = h.bus.kv(repo_guardian::bus::TOKENS_BUCKET).await.unwrap();
+    // Two workers' clients: the second finds the first one's token in the bucket.
+    let client = || {
+        repo_guardian::github::GithubClient::new(&settings.github, None)
+            .unwrap()
+            .share_tokens(bucket.clone())
+    };
+    let policy = repo_guardian::github::CachePolicy::Revalidate;
+    let first = client();
+    assert!(
+        first
+            .get("/repos/shared-org/one", policy)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let second = client();
+    assert!(
+        second
+            .get("/repos/shared-org/one", policy)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        h.double.installation_tokens_issued(),
+        1,
+        "minted once for the fleet"
+    );
+
+    let token = h
+        .credentials_seen()
+        .into_iter()
+        .find(|c| c.starts_with("ghs_"))
+        .expect("an installation token was used");
+    let mut keys = bucket.keys().await.unwrap();
+    let mut entries = 0;
+    while let Some(Ok(key)) = keys.next().await {
+        let value = bucket.get(&key).await.unwrap().unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&value).contains(&token),
+            "{key} holds the token in the clear"
+        );
+        entries += 1;
+    }
+    assert_eq!(entries, 1);
+
+    // GitHub refuses the shared token: a worker drops it from the bucket too, and the
+    // next one it mints is what the other worker then uses.
+    h.double.revoke_installation_tokens();
+    assert!(
+        second
+            .get("/repos/shared-org/one", policy)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(h.double.installation_tokens_issued(), 2);
+    let third = client();
+    assert!(
+        third
+            .get("/repos/shared-org/one", policy)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(h.double.installation_tokens_issued(), 2);
+}
