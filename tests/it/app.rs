@@ -106,13 +106,11 @@ async fn an_installations_run_spans_token_expiry_without_a_failed_step() {
     let logs = h.logs();
     let metrics = h.metrics(0).await.unwrap_or_default() + &h.metrics(1).await.unwrap_or_default();
     let kv = h.bus.kv("guardian_tokens").await.expect("token bucket");
-    let mut stored = String::new();
-    let mut keys = kv.keys().await.unwrap();
-    while let Some(Ok(key)) = keys.next().await {
-        if let Ok(Some(v)) = kv.get(&key).await {
-            stored.push_str(&String::from_utf8_lossy(&v));
-        }
-    }
+    let stored: String = bucket_entries(&kv)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     assert!(!stored.is_empty(), "tokens are shared through the bucket");
     let key_body = PRIVATE_KEY.lines().nth(1).unwrap();
     for (place, text) in [
@@ -172,23 +170,10 @@ async fn workers_share_installation_tokens_sealed_in_the_bucket() {
             .unwrap()
             .share_tokens(bucket.clone())
     };
-    let policy = repo_guardian::github::CachePolicy::Revalidate;
     let first = client();
-    assert!(
-        first
-            .get("/repos/shared-org/one", policy)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(reads(&first).await);
     let second = client();
-    assert!(
-        second
-            .get("/repos/shared-org/one", policy)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(reads(&second).await);
     assert_eq!(
         h.double.installation_tokens_issued(),
         1,
@@ -200,36 +185,43 @@ async fn workers_share_installation_tokens_sealed_in_the_bucket() {
         .into_iter()
         .find(|c| c.starts_with("ghs_"))
         .expect("an installation token was used");
-    let mut keys = bucket.keys().await.unwrap();
-    let mut entries = 0;
-    while let Some(Ok(key)) = keys.next().await {
-        let value = bucket.get(&key).await.unwrap().unwrap_or_default();
+    let entries = bucket_entries(&bucket).await;
+    assert_eq!(entries.len(), 1);
+    for (key, value) in entries {
         assert!(
-            !String::from_utf8_lossy(&value).contains(&token),
+            !value.contains(&token),
             "{key} holds the token in the clear"
         );
-        entries += 1;
     }
-    assert_eq!(entries, 1);
 
     // GitHub refuses the shared token: a worker drops it from the bucket too, and the
     // next one it mints is what the other worker then uses.
     h.double.revoke_installation_tokens();
-    assert!(
-        second
-            .get("/repos/shared-org/one", policy)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(reads(&second).await);
     assert_eq!(h.double.installation_tokens_issued(), 2);
     let third = client();
-    assert!(
-        third
-            .get("/repos/shared-org/one", policy)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(reads(&third).await);
     assert_eq!(h.double.installation_tokens_issued(), 2);
+}
+
+/// Whether `client` reads the repository of `workers_share_installation_tokens_…`.
+async fn reads(client: &repo_guardian::github::GithubClient) -> bool {
+    let policy = repo_guardian::github::CachePolicy::Revalidate;
+    client
+        .get("/repos/shared-org/one", policy)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// Every entry of a bucket as (key, text).
+async fn bucket_entries(kv: &async_nats::jetstream::kv::Store) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    let mut keys = kv.keys().await.unwrap();
+    while let Some(Ok(key)) = keys.next().await {
+        if let Ok(Some(v)) = kv.get(&key).await {
+            entries.push((key, String::from_utf8_lossy(&v).into_owned()));
+        }
+    }
+    entries
 }
