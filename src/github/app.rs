@@ -563,6 +563,17 @@ pub(crate) mod tests {
         .unwrap();
         let names: Vec<String> = listed.iter().map(|l| l.repo.full_name()).collect();
         assert_eq!(names, ["acme/one", "acme/two", "octo/three"]);
+        // An organisation target lists what its installation may access.
+        double.add_repo("octo", "not-selected", Default::default());
+        let listed = crate::github::listing::list_target(
+            &client,
+            &crate::domain::Target::Org("octo".into()),
+            &crate::config::Settings::defaults().unwrap().targets,
+        )
+        .await
+        .unwrap();
+        let names: Vec<String> = listed.iter().map(|l| l.repo.full_name()).collect();
+        assert_eq!(names, ["octo/three"]);
         assert!(a != b);
         // No request carried anything but a bearer credential.
         assert!(double.requests().iter().all(|r| {

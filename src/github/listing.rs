@@ -46,6 +46,25 @@ pub async fn list_target(
                 meta: None,
             }]);
         }
+        // A GitHub App acts on what its installation on the account may access: the
+        // installation's repositories, not every repository the account shows.
+        Target::Org(owner) | Target::User(owner) if client.auth().app().is_some() => {
+            let kind = if matches!(target, Target::Org(_)) {
+                "orgs"
+            } else {
+                "users"
+            };
+            let lookup = format!("/{kind}/{owner}/installation");
+            let app = client
+                .auth()
+                .app()
+                .ok_or_else(|| needs_app("this listing"))?;
+            let id = app.installation_of(client, owner, &lookup).await?;
+            let scoped = client.for_installation(id);
+            let first = "/installation/repositories?per_page=100";
+            list_pages::<InstallationRepositories>(&scoped, target, first, &filter, &mut out)
+                .await?;
+        }
         Target::Org(org) => {
             let first = format!("/orgs/{org}/repos?type=all&per_page=100");
             list_pages::<Vec<Repository>>(client, target, &first, &filter, &mut out).await?;
@@ -120,16 +139,19 @@ async fn list_pages<P: RepositoryPage>(
     Ok(())
 }
 
+fn needs_app(what: &str) -> GithubError {
+    GithubError::App(format!(
+        "{what} needs a GitHub App: configure [github.app] (app_id and private_key) \
+         instead of a token"
+    ))
+}
+
 /// The installations of the configured GitHub App the fleet may act for
 /// (`GET /app/installations`, paged, minus those `github.app.installation_ids` leaves out).
 /// Each account's installation is remembered, which saves a lookup per account.
 pub async fn installations(client: &GithubClient) -> Result<Vec<u64>, GithubError> {
     let Some(app) = client.auth().app() else {
-        return Err(GithubError::App(
-            "the target `installations` needs a GitHub App: configure [github.app] \
-             (app_id and private_key) instead of a token"
-                .into(),
-        ));
+        return Err(needs_app("the target `installations`"));
     };
     let mut ids = Vec::new();
     let mut next = Some("/app/installations?per_page=100".to_string());
