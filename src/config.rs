@@ -724,10 +724,14 @@ impl Settings {
     fn validate_github_app(&self) -> Result<(), ConfigError> {
         let app = &self.github.app;
         let Some(app_id) = app.app_id else {
-            if app.private_key.is_some() || app.private_key_file.is_some() {
+            if app.private_key.is_some()
+                || app.private_key_file.is_some()
+                || !app.installation_ids.is_empty()
+            {
                 return Err(ConfigError::Invalid {
                     key: "github.app.app_id",
-                    problem: "must be set when the App's private key is".into(),
+                    problem: "must be set when the App's private key or installation_ids are"
+                        .into(),
                 });
             }
             return Ok(());
@@ -1054,6 +1058,14 @@ mod tests {
             ("GUARDIAN__GITHUB__APP__INSTALLATION_IDS", "7,x"),
         ]);
         assert!(e.contains("installation_ids") && e.contains("\"x\""), "{e}");
+        let e = err(&[("GUARDIAN__GITHUB__APP__INSTALLATION_IDS", "7")]);
+        assert!(e.contains("`github.app.app_id`"), "{e}");
+        let e = err(&[
+            id,
+            ("GUARDIAN__GITHUB__APP__PRIVATE_KEY", key),
+            ("GUARDIAN__GITHUB__APP__TOKEN_REFRESH_MARGIN", "1h"),
+        ]);
+        assert!(e.contains("`github.app.token_refresh_margin`"), "{e}");
     }
 
     #[test]

@@ -289,6 +289,13 @@ impl GithubClient {
         }
     }
 
+    /// The API path of a URL under the configured base (`/repos/o/r` of
+    /// `https://HOST/api/v3/repos/o/r` on GitHub Enterprise Server), which names the
+    /// account whose credential a request needs.
+    fn api_path<'u>(&self, url: &'u str) -> &'u str {
+        url.strip_prefix(&self.base).unwrap_or(url)
+    }
+
     /// GET with the ETag cache. `Ok(None)` is a 404 (absent is an answer, not an error).
     pub async fn get(&self, path: &str, policy: CachePolicy) -> Result<Option<Page>, GithubError> {
         let url = self.url(path)?;
@@ -384,7 +391,7 @@ impl GithubClient {
         headers: HeaderMap,
         body: Option<&serde_json::Value>,
     ) -> Result<RawResponse, GithubError> {
-        let api_path = url.strip_prefix(&self.base).unwrap_or(url);
+        let api_path = self.api_path(url);
         let credential = self
             .auth
             .credential(self, api_path, self.installation)
@@ -750,6 +757,10 @@ mod tests {
         assert_eq!(
             c.url("/orgs/o/repos").unwrap(),
             "https://ghe.example.com/api/v3/orgs/o/repos"
+        );
+        assert_eq!(
+            c.api_path("https://ghe.example.com/api/v3/repos/o/r/issues?page=2"),
+            "/repos/o/r/issues?page=2"
         );
         for foreign in [
             "https://evil.example.net/orgs/o/repos?page=2",
