@@ -304,6 +304,29 @@ impl AppAuth {
         Ok(id)
     }
 
+    /// A token of the installation on `owner`. An installation that no longer exists (the
+    /// App was uninstalled and installed again: a new id) is looked up once more.
+    pub async fn token_for_owner(
+        &self,
+        client: &GithubClient,
+        owner: &str,
+        lookup: &str,
+    ) -> Result<InstallationToken, GithubError> {
+        let installation = self.installation_of(client, owner, lookup).await?;
+        match self.token(client, installation).await {
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                tracing::info!(
+                    installation,
+                    "installation gone; looking its account up again"
+                );
+                lock(&self.owners).retain(|_, id| *id != installation);
+                let installation = self.installation_of(client, owner, lookup).await?;
+                self.token(client, installation).await
+            }
+            other => other,
+        }
+    }
+
     /// Remembers the installation of an account (from the installations listing), which
     /// saves the lookup.
     pub fn remember_owner(&self, owner: &str, installation: u64) {
@@ -600,6 +623,31 @@ pub(crate) mod tests {
             .map(|r| r.status)
             .collect();
         assert_eq!(statuses, [200, 401, 200]);
+    }
+
+    #[tokio::test]
+    async fn an_account_installed_again_is_found_under_its_new_installation() {
+        let (double, a, _) = double_with_two_installations().await;
+        let client = app_client(&double, &[]);
+        let policy = crate::github::CachePolicy::Revalidate;
+        assert!(
+            client
+                .get("/repos/acme/one", policy)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        double.remove_installation(a);
+        let again = double.add_installation("acme", None);
+        assert_ne!(again, a);
+        assert!(
+            client
+                .get("/repos/acme/one", policy)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(double.installation_tokens_issued(), 2);
     }
 
     #[tokio::test]

@@ -137,11 +137,11 @@ impl Auth {
             Auth::Token(token) => return Credential::bearer(token, Identity::Pat),
             Auth::App(app) => app,
         };
-        let installation = match (pinned, Route::of(path)) {
+        let token = match (pinned, Route::of(path)) {
             (_, Route::App) => return app.jwt_credential(),
-            (Some(id), _) => id,
+            (Some(id), _) => app.token(client, id).await?,
             (None, Route::Owner { owner, lookup }) => {
-                app.installation_of(client, &owner, &lookup).await?
+                app.token_for_owner(client, &owner, &lookup).await?
             }
             (None, Route::Unscoped) => {
                 return Err(GithubError::App(format!(
@@ -150,7 +150,7 @@ impl Auth {
                 )));
             }
         };
-        let token = app.token(client, installation).await?;
+        let installation = token.installation;
         let mut credential =
             Credential::bearer(&token.token, Identity::Installation(installation))?;
         credential.token = Some(token.token);

@@ -119,6 +119,13 @@ impl GithubDouble {
         id
     }
 
+    /// Uninstalls the App from an installation: it and its tokens are gone (404 and 401).
+    pub fn remove_installation(&self, installation: u64) {
+        let mut st = self.lock();
+        st.app.installations.remove(&installation);
+        st.app.tokens.retain(|_, (id, _)| *id != installation);
+    }
+
     /// Installation tokens issued so far.
     pub fn installation_tokens_issued(&self) -> u64 {
         self.lock().app.issued
