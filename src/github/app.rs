@@ -533,6 +533,12 @@ pub(crate) mod tests {
         GithubClient::new(&settings.github, None).expect("client")
     }
 
+    /// Whether `client` reads `path` (200, not 404).
+    async fn reads(client: &GithubClient, path: &str) -> bool {
+        let policy = crate::github::CachePolicy::Revalidate;
+        client.get(path, policy).await.unwrap().is_some()
+    }
+
     async fn double_with_two_installations() -> (github_double::GithubDouble, u64, u64) {
         let double = github_double::GithubDouble::start().await.unwrap();
         double
@@ -553,17 +559,9 @@ pub(crate) mod tests {
     async fn each_account_is_read_with_its_installation_token() {
         let (double, a, b) = double_with_two_installations().await;
         let client = app_client(&double, &[]);
-        let get = |path: &'static str| {
-            let client = client.clone();
-            async move {
-                client
-                    .get(path, crate::github::CachePolicy::Revalidate)
-                    .await
-            }
-        };
-        assert!(get("/repos/acme/one").await.unwrap().is_some());
-        assert!(get("/repos/acme/two").await.unwrap().is_some());
-        assert!(get("/repos/octo/three").await.unwrap().is_some());
+        for path in ["/repos/acme/one", "/repos/acme/two", "/repos/octo/three"] {
+            assert!(reads(&client, path).await, "{path}");
+        }
         assert_eq!(
             double.installation_tokens_issued(),
             2,
@@ -611,10 +609,9 @@ pub(crate) mod tests {
         let (double, _, _) = double_with_two_installations().await;
         let client = app_client(&double, &[]);
         let path = "/repos/acme/one";
-        let policy = crate::github::CachePolicy::Revalidate;
-        assert!(client.get(path, policy).await.unwrap().is_some());
+        assert!(reads(&client, path).await);
         double.revoke_installation_tokens();
-        assert!(client.get(path, policy).await.unwrap().is_some());
+        assert!(reads(&client, path).await);
         assert_eq!(double.installation_tokens_issued(), 2);
         let statuses: Vec<u16> = double
             .requests()
@@ -629,24 +626,11 @@ pub(crate) mod tests {
     async fn an_account_installed_again_is_found_under_its_new_installation() {
         let (double, a, _) = double_with_two_installations().await;
         let client = app_client(&double, &[]);
-        let policy = crate::github::CachePolicy::Revalidate;
-        assert!(
-            client
-                .get("/repos/acme/one", policy)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(reads(&client, "/repos/acme/one").await);
         double.remove_installation(a);
         let again = double.add_installation("acme", None);
         assert_ne!(again, a);
-        assert!(
-            client
-                .get("/repos/acme/one", policy)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(reads(&client, "/repos/acme/one").await);
         assert_eq!(double.installation_tokens_issued(), 2);
     }
 
@@ -659,9 +643,8 @@ pub(crate) mod tests {
             &double,
             &[("GUARDIAN__GITHUB__APP__TOKEN_REFRESH_MARGIN", "30s")],
         );
-        let policy = crate::github::CachePolicy::Revalidate;
-        client.get("/repos/acme/one", policy).await.unwrap();
-        client.get("/repos/acme/two", policy).await.unwrap();
+        assert!(reads(&client, "/repos/acme/one").await);
+        assert!(reads(&client, "/repos/acme/two").await);
         assert_eq!(double.installation_tokens_issued(), 2);
         let refused = double.requests().iter().filter(|r| r.status == 401).count();
         assert_eq!(refused, 0);
