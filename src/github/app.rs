@@ -562,6 +562,15 @@ pub(crate) mod tests {
         for path in ["/repos/acme/one", "/repos/acme/two", "/repos/octo/three"] {
             assert!(reads(&client, path).await, "{path}");
         }
+        let key = client
+            .budget_key_for("/repos/octo/three/issues")
+            .await
+            .unwrap();
+        assert_eq!(key, format!("installation:{b}"));
+        assert_eq!(
+            client.budget_key_for("/app/installations").await.unwrap(),
+            "app"
+        );
         assert_eq!(
             double.installation_tokens_issued(),
             2,

@@ -254,6 +254,18 @@ impl GithubClient {
         &self.auth
     }
 
+    /// The stable, non-secret name of the token a request to `path` spends: `pat`, `app`
+    /// or `installation:<id>` ([`auth::Identity::budget_key`]); per-token bookkeeping (the
+    /// API budget) keys on it. With a GitHub App this may look the installation up (and
+    /// mint its token) the first time an account is seen.
+    pub async fn budget_key_for(&self, path: &str) -> Result<String, GithubError> {
+        let credential = self
+            .auth
+            .credential(self, self.api_path(path), self.installation)
+            .await?;
+        Ok(credential.budget_key())
+    }
+
     /// A client whose requests carry the token of `installation` (GitHub App only), for
     /// the routes that name no account (`/installation/repositories`).
     pub fn for_installation(&self, installation: u64) -> GithubClient {
