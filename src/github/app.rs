@@ -410,7 +410,9 @@ impl AppAuth {
     }
 
     fn unseal(&self, installation: u64, bytes: &[u8]) -> Option<InstallationToken> {
-        let stored: StoredToken = serde_json::from_slice(bytes).ok()?;
+        let stored: StoredToken = serde_json::from_slice(bytes)
+            .ok()
+            .filter(|s: &StoredToken| s.v == 1)?;
         let sealed = STANDARD.decode(stored.sealed).ok()?;
         let context = sealing_context(installation, stored.expires_at);
         let plain = self.key.open(&context, &sealed)?;
@@ -449,7 +451,17 @@ impl AppAuth {
     ) -> Result<InstallationToken, GithubError> {
         let path = format!("/app/installations/{installation}/access_tokens");
         let response = self.call(client, Method::POST, &path).await?;
-        let minted: AccessToken = client.decode_ok(&Method::POST, &path, &response)?;
+        if !response.status.is_success() {
+            return Err(client.status_error(Method::POST, &path, &response));
+        }
+        // Not the decoder's message: it may quote a value, and this body holds the token.
+        let minted: AccessToken = serde_json::from_str(&response.body).map_err(|_| {
+            client.decode_error(
+                &Method::POST,
+                &path,
+                "not an installation access token (`token`, `expires_at`)",
+            )
+        })?;
         let expires_at = time::OffsetDateTime::parse(
             &minted.expires_at,
             &time::format_description::well_known::Rfc3339,
