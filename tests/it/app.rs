@@ -225,3 +225,43 @@ async fn bucket_entries(kv: &async_nats::jetstream::kv::Store) -> Vec<(String, S
     }
     entries
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardian_scan_runs_as_the_app_and_a_wrong_app_id_is_told() {
+    let h = Harness::start().await;
+    let repos = h.seed_org("scan-org", 2, 2);
+    h.double
+        .configure_app(APP_ID.parse().unwrap(), PUBLIC_KEY)
+        .unwrap();
+    h.double.add_installation("scan-org", None);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    std::fs::write(&key, PRIVATE_KEY).unwrap();
+    let api = h.double.url();
+    let scan = |app_id: &'static str| {
+        let env = [
+            ("GUARDIAN__GITHUB__API_URL", api.as_str()),
+            ("GUARDIAN__GITHUB__APP__APP_ID", app_id),
+            (
+                "GUARDIAN__GITHUB__APP__PRIVATE_KEY_FILE",
+                key.to_str().unwrap(),
+            ),
+            ("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s"),
+        ];
+        crate::cli::guardian(
+            dir.path(),
+            &["scan", "installations", "--apply", "--format", "json"],
+            &env,
+        )
+    };
+    let wrong = tokio::task::block_in_place(|| scan("999"));
+    assert_eq!(wrong.code, 5, "{wrong:#?}");
+    assert!(wrong.stderr.contains("App's JWT"), "{}", wrong.stderr);
+
+    let run = tokio::task::block_in_place(|| scan(APP_ID));
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("\"target\": \"installations\""), "{}", run.stdout);
+    let (open, dups) = open_and_duplicates(&h.issues("scan-org", &repos));
+    assert_eq!((open, dups), (2, 0), "{run:#?}");
+    assert!(!run.stdout.contains("ghs_") && !run.stderr.contains("ghs_"));
+}
