@@ -414,6 +414,8 @@ impl GithubClient {
         if response.status != StatusCode::UNAUTHORIZED || !credential.renewable() {
             return Ok(response);
         }
+        // Counted although retried: a rising rate of refused tokens is worth seeing.
+        telemetry::metrics().record_github_request(401, CacheOutcome::Miss);
         self.auth.rejected(&credential).await;
         let credential = self
             .auth

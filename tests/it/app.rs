@@ -260,7 +260,11 @@ async fn guardian_scan_runs_as_the_app_and_a_wrong_app_id_is_told() {
 
     let run = tokio::task::block_in_place(|| scan(APP_ID));
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(run.stdout.contains("\"target\": \"installations\""), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("\"target\": \"installations\""),
+        "{}",
+        run.stdout
+    );
     let (open, dups) = open_and_duplicates(&h.issues("scan-org", &repos));
     assert_eq!((open, dups), (2, 0), "{run:#?}");
     assert!(!run.stdout.contains("ghs_") && !run.stderr.contains("ghs_"));
