@@ -225,6 +225,8 @@ pub struct AppAuth {
     owners: Mutex<HashMap<String, u64>>,
     /// The fleet's shared cache (`guardian_tokens`); `None` keeps tokens per worker.
     store: Mutex<Option<kv::Store>>,
+    /// The last JWT signed and its `exp`, reused while more than a minute is left.
+    jwt: Mutex<Option<(SecretString, i64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,6 +248,7 @@ impl AppAuth {
             minting: Mutex::default(),
             owners: Mutex::default(),
             store: Mutex::new(None),
+            jwt: Mutex::new(None),
         }
     }
 
@@ -256,7 +259,16 @@ impl AppAuth {
 
     /// The credential of requests to `/app/…`: a freshly signed JWT.
     pub fn jwt_credential(&self) -> Result<Credential, GithubError> {
-        let jwt = self.key.jwt(self.app_id, now_secs())?;
+        let now = now_secs();
+        let mut held = lock(&self.jwt);
+        let jwt = match held.as_ref() {
+            Some((jwt, exp)) if exp - now > 60 => jwt.clone(),
+            _ => {
+                let jwt = self.key.jwt(self.app_id, now)?;
+                *held = Some((jwt.clone(), JwtClaims::new(self.app_id, now).exp));
+                jwt
+            }
+        };
         Credential::bearer(&jwt, Identity::App)
     }
 
@@ -695,6 +707,20 @@ pub(crate) mod tests {
                 .contains("not in github.app.installation_ids"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_apps_jwt_is_signed_once_and_reused_while_valid() {
+        let app = AppAuth::new(42, test_key(), &[], Duration::from_secs(300));
+        let first = app.jwt_credential().unwrap();
+        let second = app.jwt_credential().unwrap();
+        assert_eq!(first.header(), second.header());
+        assert_eq!(first.budget_key(), "app");
+        // Close to its `exp`, a new one is signed (with ten minutes ahead of it).
+        lock(&app.jwt).as_mut().unwrap().1 = now_secs() + 30;
+        app.jwt_credential().unwrap();
+        let exp = lock(&app.jwt).as_ref().unwrap().1;
+        assert!(exp > now_secs() + 500, "{exp}");
     }
 
     #[test]
