@@ -16,6 +16,7 @@
 // `json!` bodies as large as `full-repository` need a deeper macro recursion limit.
 #![recursion_limit = "256"]
 
+mod activity;
 mod api;
 mod demo;
 mod limits;
@@ -27,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use activity::{CheckRunSpec, PullSpec};
 pub use demo::seed_demo;
 pub use limits::SecondaryLimits;
 use state::State;
@@ -94,6 +96,8 @@ pub struct IssueView {
     pub state: String,
     /// Label names, in the order they were set.
     pub labels: Vec<String>,
+    /// Assigned logins, in the order they were set.
+    pub assignees: Vec<String>,
     /// Comment bodies, oldest first.
     pub comments: Vec<String>,
 }
