@@ -157,10 +157,25 @@ pub async fn build_for(
                 Input::Protection,
                 "the repository is empty: it has no branch to protect yet".into(),
             );
+            snapshot.unavailable.insert(
+                Input::Checks,
+                "the repository is empty: it has no commit to check yet".into(),
+            );
+            snapshot.pulls = Some(crate::domain::OpenPulls {
+                read_at: String::new(),
+                cutoff: String::new(),
+                idle: Vec::new(),
+            });
             return Ok((snapshot, meta));
         }
         Head::Missing(reason) => {
-            for input in [Input::Tree, Input::Contents, Input::Protection] {
+            for input in [
+                Input::Tree,
+                Input::Contents,
+                Input::Protection,
+                Input::PullRequests,
+                Input::Checks,
+            ] {
                 snapshot.unavailable.insert(input, reason.clone());
             }
             return Ok((snapshot, meta));

@@ -66,7 +66,9 @@ impl Policy for DefaultBranchCi {
     }
 
     fn undecided(&self, snapshot: &Snapshot, _: &PolicyOptions) -> Option<String> {
-        let checks = snapshot.checks.as_ref()?;
+        let Some(checks) = &snapshot.checks else {
+            return Some("the default branch's checks were not read".into());
+        };
         let failing = checks
             .iter()
             .any(|c| matches!(c.outcome, CiOutcome::Failed(_)));

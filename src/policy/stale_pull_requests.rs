@@ -106,11 +106,19 @@ impl Policy for StalePullRequests {
         Options::parse(options).map(drop)
     }
 
+    fn undecided(&self, snapshot: &Snapshot, _: &PolicyOptions) -> Option<String> {
+        snapshot
+            .pulls
+            .is_none()
+            .then(|| "the open pull requests were not read".to_owned())
+    }
+
     fn evaluate(&self, snapshot: &Snapshot, options: &PolicyOptions) -> Vec<Finding> {
         let Some(pulls) = &snapshot.pulls else {
             return Vec::new();
         };
         let options = Options::parse(options).unwrap_or_default();
+        // An empty repository has no pull requests and no time they were read at.
         let Some(read_at) = parse_time(&pulls.read_at) else {
             return Vec::new();
         };

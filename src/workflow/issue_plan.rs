@@ -20,8 +20,8 @@ const MARKER_OPEN: &str = "<!-- repo-guardian:";
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Filing<'a> {
     /// Set when the issues live in a central repository rather than in the repository
-    /// itself: the source repository, named in titles and scoping every marker
-    /// (`fingerprint=owner/name:policy/key`), so two repositories' findings never meet.
+    /// itself: the source repository, named in titles and in every marker
+    /// (`repo=owner/name`), so two repositories' findings never meet.
     pub central: Option<&'a RepoRef>,
     /// Labels the owners want on every issue (besides the fleet's label).
     pub labels: &'a [String],
@@ -30,27 +30,44 @@ pub struct Filing<'a> {
 }
 
 impl Filing<'_> {
-    /// The marker's fingerprint of `fingerprint` (scoped in a central repository).
-    fn marker_fingerprint(&self, fingerprint: &str) -> String {
-        match self.central {
-            Some(source) => format!("{}:{fingerprint}", source.full_name().to_lowercase()),
-            None => fingerprint.to_owned(),
-        }
+    /// The marker's `repo=` field: the source repository in a central repository.
+    fn marker_repo(&self) -> Option<String> {
+        self.central.map(|source| source.full_name().to_lowercase())
     }
 
-    /// The finding's fingerprint an issue body's marker names, when the issue belongs to
-    /// this filing (in a central repository: to this source repository).
+    /// The finding's fingerprint and hash an issue body's marker names, when the issue
+    /// belongs to this filing: in a central repository, its marker names this source
+    /// repository (`repo=owner/name`); in the repository itself, it names none.
     pub fn fingerprint_in(&self, body: &str) -> Option<(String, String)> {
-        let (fingerprint, hash) = parse_marker(body)?;
-        match self.central {
-            None if fingerprint.contains(':') => None,
-            None => Some((fingerprint, hash)),
-            Some(source) => {
-                let scope = format!("{}:", source.full_name().to_lowercase());
-                let plain = fingerprint.strip_prefix(&scope)?;
-                Some((plain.to_owned(), hash))
-            }
-        }
+        let marker = Marker::parse(body)?;
+        (marker.repo == self.marker_repo()).then_some((marker.fingerprint, marker.hash))
+    }
+}
+
+/// The hidden marker at the end of an issue body.
+struct Marker {
+    fingerprint: String,
+    hash: String,
+    /// The source repository, on issues filed in a central repository.
+    repo: Option<String>,
+}
+
+impl Marker {
+    fn parse(body: &str) -> Option<Marker> {
+        let start = body.rfind(MARKER_OPEN)? + MARKER_OPEN.len();
+        let rest = &body[start..];
+        let inner = &rest[..rest.find("-->")?];
+        let field = |name: &str| {
+            inner
+                .split_whitespace()
+                .find_map(|part| part.strip_prefix(name))
+                .map(str::to_owned)
+        };
+        Some(Marker {
+            fingerprint: field("fingerprint=")?,
+            hash: field("hash=").unwrap_or_default(),
+            repo: field("repo=").map(|r| r.to_lowercase()),
+        })
     }
 }
 
@@ -81,10 +98,12 @@ pub fn render(repo: &RepoRef, finding: &Finding, filing: &Filing<'_>) -> Rendere
         remediation = finding.remediation.trim(),
     );
     let hash = content_hash(&title, &text, filing);
-    let body = format!(
-        "{text}\n\n{MARKER_OPEN}fingerprint={} hash={hash} -->\n",
-        filing.marker_fingerprint(&fingerprint)
-    );
+    let repo_field = filing
+        .marker_repo()
+        .map(|r| format!(" repo={r}"))
+        .unwrap_or_default();
+    let body =
+        format!("{text}\n\n{MARKER_OPEN}fingerprint={fingerprint} hash={hash}{repo_field} -->\n");
     Rendered {
         fingerprint,
         title,
@@ -114,19 +133,7 @@ fn content_hash(title: &str, text: &str, filing: &Filing<'_>) -> String {
 
 /// Fingerprint and content hash from an issue body's marker.
 pub fn parse_marker(body: &str) -> Option<(String, String)> {
-    let start = body.rfind(MARKER_OPEN)? + MARKER_OPEN.len();
-    let rest = &body[start..];
-    let inner = &rest[..rest.find("-->")?];
-    let mut fingerprint = None;
-    let mut hash = None;
-    for part in inner.split_whitespace() {
-        if let Some(f) = part.strip_prefix("fingerprint=") {
-            fingerprint = Some(f.to_string());
-        } else if let Some(h) = part.strip_prefix("hash=") {
-            hash = Some(h.to_string());
-        }
-    }
-    Some((fingerprint?, hash.unwrap_or_default()))
+    Marker::parse(body).map(|m| (m.fingerprint, m.hash))
 }
 
 /// The comment on an issue closed because the repository opted out of Repo Guardian.
@@ -332,6 +339,13 @@ mod tests {
 
     #[test]
     fn marker_round_trips() {
+        let mut colon = finding("pinned-actions", "x");
+        colon.key = "unpinned:.github/workflows/ci.yml:actions/checkout".into();
+        let r = render(&repo(), &colon, &Filing::default());
+        assert_eq!(
+            Filing::default().fingerprint_in(&r.body),
+            Some((r.fingerprint.clone(), r.hash.clone()))
+        );
         let r = render(&repo(), &finding("license", "x"), &Filing::default());
         assert_eq!(
             parse_marker(&r.body),
@@ -484,7 +498,8 @@ mod tests {
         let rendered = render(&app, &f, &central(&app));
         assert_eq!(rendered.title, "[repo-guardian] o/r: license missing");
         assert!(
-            rendered.body.contains("fingerprint=o/r:license/missing"),
+            rendered.body.contains("fingerprint=license/missing hash=")
+                && rendered.body.contains(" repo=o/r -->"),
             "{}",
             rendered.body
         );
