@@ -335,11 +335,7 @@ async fn a_central_issue_repository_keeps_one_issue_per_finding_and_source() {
             "{:?}",
             mine[0].labels
         );
-        assert!(
-            mine[0]
-                .body
-                .contains(&format!("fingerprint=license/missing hash="))
-        );
+        assert!(mine[0].body.contains("fingerprint=license/missing hash="));
         assert!(mine[0].body.contains(&format!(" repo=octo/{name} -->")));
     }
 
