@@ -348,7 +348,7 @@ pub struct TargetFilters {
     pub opt_in: Vec<String>,
     /// `owner/name` of the repository that receives the findings of repositories with
     /// issues disabled; unset, such repositories fail their reconcile with the reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub issue_repo: Option<String>,
     /// Overrides for the repositories of one organisation or user, by its login.
     #[serde(default)]
