@@ -237,6 +237,13 @@ pub(crate) fn route(
                 ),
             }
         }
+        // `{ref}` may arrive with its slash encoded (`tags%2Fv1`): one segment.
+        ("GET", ["git", "ref", one]) if one.starts_with("tags/") => {
+            match repo.activity.tags.get(&one["tags/".len()..]) {
+                Some(t) => Out::json(200, git_ref(req, repo, t)),
+                None => Out::not_found(),
+            }
+        }
         ("GET", ["git", "ref", "tags", tag @ ..]) if !tag.is_empty() => {
             match repo.activity.tags.get(&tag.join("/")) {
                 Some(t) => Out::json(200, git_ref(req, repo, t)),

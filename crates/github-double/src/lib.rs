@@ -2,7 +2,8 @@
 //!
 //! The double serves the subset of GitHub's REST API that Repo Guardian's workers use
 //! (repository listing, repository metadata, branches and their protection, git trees,
-//! contents, issues, comments, labels and the rate-limit overview) with response bodies
+//! contents, issues, comments, labels, open pull requests, check runs, combined commit
+//! status, tag refs and annotated tags, and the rate-limit overview) with response bodies
 //! shaped after GitHub's OpenAPI description. Tests seed it through [`GithubDouble`],
 //! drive real workers against [`GithubDouble::url`], and then inspect what happened
 //! ([`GithubDouble::issues`], [`GithubDouble::requests`]). Cross-cutting GitHub behaviour
