@@ -543,6 +543,7 @@ impl Settings {
                 .with_list_parse_key("nats.backoff")
                 .with_list_parse_key("targets.allow")
                 .with_list_parse_key("targets.deny")
+                .with_list_parse_key("targets.opt_in")
                 .try_parsing(true)
                 .source(Some(namespaced)),
         );
@@ -843,8 +844,12 @@ mod tests {
             ("GUARDIAN__WORKER__CONCURRENCY__SCAN", "16"),
             ("GUARDIAN__NATS__BACKOFF", "1s,2s"),
             ("GUARDIAN__TARGETS__DENY", "octo/*,x/y"),
+            ("GUARDIAN__TARGETS__OPT_IN", "acme/web-*,acme/api"),
+            ("GUARDIAN__TARGETS__MODE", "opt-in"),
         ])
         .unwrap();
+        assert_eq!(s.targets.opt_in, ["acme/web-*", "acme/api"]);
+        assert_eq!(s.targets.mode, TargetMode::OptIn);
         assert_eq!(s.nats.url, "nats://b:4222");
         assert_eq!(s.worker.concurrency.scan, 16);
         assert_eq!(

@@ -75,6 +75,10 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         // Only a repository without issues files elsewhere.
         issue_repo: targeting.issue_repo.filter(|_| !meta.has_issues),
     };
+    if next.opted_out {
+        // Nothing to review in a repository that is not checked: no model is asked.
+        return forward_to_reconcile(wf, run_id, next).await;
+    }
     super::review::forward(wf, run_id, next).await
 }
 

@@ -347,11 +347,32 @@ async fn a_central_issue_repository_keeps_one_issue_per_finding_and_source() {
     assert_eq!(issues.len(), 2);
     assert_eq!(titled(&issues, "octo/alpha:")[0].state, "closed");
     assert_eq!(titled(&issues, "octo/beta:")[0].state, "open");
-    let writes = h.double.write_count();
+    h.double.clear_requests();
     h.run("org:octo", false).await;
     assert_eq!(
         h.double.write_count(),
-        writes,
+        0,
         "an unchanged rerun writes nothing"
     );
+    let labels: Vec<String> = h
+        .double
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p.contains("/labels"))
+        .collect();
+    assert!(
+        labels.is_empty(),
+        "no label is looked at when nothing is filed: {labels:?}"
+    );
+
+    // beta gets a license, but its file list is truncated: `license` is unknown there, so
+    // beta's central issue stays open — unknown never reads as fixed.
+    h.double
+        .put_file("octo", "beta", "LICENSE", "MIT License\n");
+    h.double.set_tree_truncated("octo", "beta", true);
+    let record = h.run("org:octo", false).await;
+    assert_eq!(record.repos_unknown, 1, "{record:?}");
+    assert_eq!(h.double.write_count(), 0, "nothing written");
+    assert_eq!(titled(&central(&h), "octo/beta:")[0].state, "open");
 }
