@@ -660,6 +660,54 @@ mod tests {
     }
 
     #[test]
+    fn only_what_the_running_policies_need_is_fetched() {
+        let workflow = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n";
+        let snap = snapshot()
+            .github()
+            .file(".github/workflows/ci.yml", workflow)
+            .build();
+        let fetch = fetch_plan(&snap, &Selection::default());
+        assert_eq!(
+            fetch.pulls_idle_days, None,
+            "stale-pull-requests is off by default"
+        );
+        assert!(fetch.checks);
+        assert_eq!(
+            fetch.action_tags,
+            [("actions/checkout".to_owned(), "v4".to_owned())]
+        );
+        // The owners switch one on, with options, and one off.
+        let owners = snapshot()
+            .github()
+            .file(".github/workflows/ci.yml", workflow)
+            .file(
+                ".github/repo-guardian.yml",
+                "disable: [default-branch-ci]\npolicies:\n  stale-pull-requests:\n    enabled: true\n    options: {days: 9}\n",
+            )
+            .build();
+        let fetch = fetch_plan(&owners, &Selection::default());
+        assert_eq!(fetch.pulls_idle_days, Some(9));
+        assert!(!fetch.checks);
+        // A repository that is not checked costs nothing more.
+        let opt_in = Selection {
+            opt_in_required: true,
+            ..Default::default()
+        };
+        assert!(!checked(&snap, &opt_in));
+        assert_eq!(fetch_plan(&snap, &opt_in), Fetch::default());
+        let willing = snapshot()
+            .github()
+            .file(".github/repo-guardian.yml", "enabled: true\n")
+            .build();
+        assert!(checked(&willing, &opt_in));
+        let unwilling = snapshot()
+            .github()
+            .file(".github/repo-guardian.yml", "enabled: false\n")
+            .build();
+        assert!(!checked(&unwilling, &Selection::default()));
+    }
+
+    #[test]
     fn configuration_names_unknown_policies_and_bad_options() {
         let mut selection = Selection::default();
         assert_eq!(validate_selection(&selection), Ok(()));

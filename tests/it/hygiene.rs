@@ -47,17 +47,20 @@ fn pull(title: &str, idle_days: u64, draft: bool) -> PullSpec {
     }
 }
 
-/// Fleet: idle pull requests and failing checks become one issue each, with links; a
-/// check that is running again neither closes nor changes the issue; passing closes it.
+/// Fleet: idle pull requests (switched on for one organisation) and failing checks become
+/// one issue each, with links; a check that is running again neither closes nor changes
+/// the issue; passing closes it.
 #[tokio::test]
 async fn stale_pull_requests_and_failing_checks_are_filed_and_pending_is_not_fixed() {
     let mut h = Harness::start().await;
     h.double.add_org("octo");
     tidy_repo(&h, "octo", "app", RepoOptions::default());
-    h.worker_env.insert(
-        "GUARDIAN__POLICIES__STALE-PULL-REQUESTS__ENABLED".into(),
-        "true".into(),
-    );
+    // Switched on for this organisation only, with its own threshold.
+    std::fs::write(
+        h.dir.path().join("guardian.toml"),
+        "[targets.orgs.octo.policies.stale-pull-requests]\nenabled = true\noptions = { days = 40 }\n",
+    )
+    .expect("write guardian.toml");
     h.spawn_worker().await;
     let idle = h
         .double
@@ -74,7 +77,7 @@ async fn stale_pull_requests_and_failing_checks_are_filed_and_pending_is_not_fix
     h.run("octo/app", false).await;
 
     let issues = h.double.issues("octo", "app");
-    let stale = titled(&issues, "had no activity for 30 days");
+    let stale = titled(&issues, "had no activity for 40 days");
     assert_eq!(stale.len(), 1, "{issues:#?}");
     let body = &stale[0].body;
     assert!(
