@@ -71,6 +71,16 @@ pub(crate) fn cutoff(read_at: OffsetDateTime, days: u32) -> OffsetDateTime {
     read_at - time::Duration::days(i64::from(days))
 }
 
+/// A pull request's title as inert text: anyone who can open a pull request writes it,
+/// so it must not become a link, an image, HTML, or a mention that notifies people.
+fn inert(title: &str) -> String {
+    title
+        .chars()
+        .filter(|c| !matches!(c, '[' | ']' | '<' | '>' | '`' | '\n' | '\r'))
+        .collect::<String>()
+        .replace('@', "@\u{200b}")
+}
+
 fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
@@ -143,7 +153,7 @@ impl Policy for StalePullRequests {
                 format!(
                     "- [#{} {}]({}){draft} — last activity {day}",
                     p.number,
-                    p.title.replace(['[', ']'], ""),
+                    inert(&p.title),
                     p.html_url
                 )
             })
@@ -226,6 +236,22 @@ mod tests {
         assert_eq!(
             keys_with(&StalePullRequests, &snap, &PolicyOptions::new()),
             ["idle"]
+        );
+    }
+
+    #[test]
+    fn titles_cannot_link_embed_or_mention() {
+        let mut evil = pull(4, "2026-01-02T08:00:00Z", false);
+        evil.title = "fix ![x](https://evil.example/p.png) <img src=x> @octo/team `code`".into();
+        let snap = with_pulls(vec![evil]);
+        let details = &StalePullRequests.evaluate(&snap, &PolicyOptions::new())[0].details;
+        assert!(
+            !details.contains("![x]") && !details.contains("<img"),
+            "{details}"
+        );
+        assert!(
+            details.contains("@\u{200b}octo/team") && !details.contains(" @octo"),
+            "{details}"
         );
     }
 
