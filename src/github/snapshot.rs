@@ -184,6 +184,14 @@ pub async fn build_for(
     let sha = branch.commit.sha.clone();
     files(client, &base, &sha, &mut snapshot).await?;
     snapshot.head_sha = Some(sha);
+    if !policy::checked(&snapshot, selection) {
+        // Opted out, or not opted in: the owners' file was all there was to read.
+        snapshot.unavailable.insert(
+            Input::Protection,
+            "not read: the repository is not checked".into(),
+        );
+        return Ok((snapshot, meta));
+    }
     snapshot.protection = if branch.protected {
         match protection(client, &base, &meta.default_branch).await {
             Ok(p) => p,

@@ -210,6 +210,17 @@ async fn opting_out_closes_issues_saying_so_and_opt_in_mode_files_only_for_the_w
     h.double.add_org("octo");
     h.double.add_repo("octo", "app", RepoOptions::default());
     h.double.put_file("octo", "app", "README.md", "# app\n");
+    h.double.put_file(
+        "octo",
+        "app",
+        ".github/workflows/ci.yml",
+        "on: push\npermissions: {}\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n",
+    );
+    h.double.set_protection(
+        "octo",
+        "app",
+        Some(github_double::ProtectionRules::default()),
+    );
     h.spawn_worker().await;
     h.run("octo/app", false).await;
     let open = |h: &Harness, repo: &str| {
@@ -235,10 +246,23 @@ async fn opting_out_closes_issues_saying_so_and_opt_in_mode_files_only_for_the_w
             "{last}"
         );
     }
-    // Opted out stays quiet: nothing written on the next run.
-    let writes = h.double.write_count();
+    // Opted out stays quiet: nothing written on the next run, and nothing read beyond
+    // the owners' file (no protection, pull requests, checks or tags).
+    h.double.clear_requests();
     h.run("octo/app", false).await;
-    assert_eq!(h.double.write_count(), writes);
+    assert_eq!(h.double.write_count(), 0);
+    let extra: Vec<String> = h
+        .double
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| {
+            ["/protection", "/commits/", "/pulls", "/git/ref/"]
+                .iter()
+                .any(|x| p.contains(x))
+        })
+        .collect();
+    assert!(extra.is_empty(), "{extra:?}");
 
     // Opt-in mode: a repository without a word files nothing; one that opts in does.
     for (name, config) in [("quiet", None), ("willing", Some("enabled: true\n"))] {
