@@ -271,9 +271,14 @@ fn ours<'i>(existing: &'i [Issue], filing: &Filing<'_>) -> BTreeMap<String, (&'i
     by_fingerprint
 }
 
-/// The plan for a repository that is not checked (opted out, or not opted in): every
-/// open issue of ours is closed with a comment saying why — never as fixed.
-pub fn plan_opted_out(existing: &[Issue], filing: &Filing<'_>) -> Vec<Action> {
+/// The comment on a central repository's issue whose source repository files in itself
+/// again (its issues were enabled).
+pub const MOVED_COMMENT: &str = "The repository this issue is about has issues enabled again, so Repo Guardian files its findings there and closes this one here. A problem that is still there has its own issue in that repository.";
+
+/// Closes every open issue of ours with `comment` — never as fixed: for a repository that
+/// is not checked (opted out, or not opted in; [`OPTED_OUT_COMMENT`]), and for a central
+/// repository's issues of a source that files in itself again ([`MOVED_COMMENT`]).
+pub fn close_all(existing: &[Issue], filing: &Filing<'_>, comment: &str) -> Vec<Action> {
     ours(existing, filing)
         .into_iter()
         .filter(|(_, (issue, _))| issue.open)
@@ -281,7 +286,7 @@ pub fn plan_opted_out(existing: &[Issue], filing: &Filing<'_>) -> Vec<Action> {
             number: issue.number,
             fingerprint,
             state_reason: "not_planned",
-            comment: OPTED_OUT_COMMENT.to_owned(),
+            comment: comment.to_owned(),
         })
         .collect()
 }
@@ -590,7 +595,7 @@ mod tests {
     fn an_opted_out_repository_closes_its_open_issues_not_as_fixed() {
         let open = issue(1, &finding("license", "x"), true);
         let closed = issue(2, &finding("readme", "x"), false);
-        let actions = plan_opted_out(&[open, closed], &Filing::default());
+        let actions = close_all(&[open, closed], &Filing::default(), OPTED_OUT_COMMENT);
         let [
             Action::Close {
                 number: 1,

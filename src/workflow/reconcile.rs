@@ -127,6 +127,48 @@ pub fn source_label(source: &RepoRef) -> String {
         .collect()
 }
 
+/// Actions on the issues of one repository.
+struct Batch<'a> {
+    filed: Filed<'a>,
+    existing: &'a [Issue],
+    actions: &'a [Action],
+    /// Whether the issue numbers go into the repository's map (not for a central
+    /// repository it left).
+    remember: bool,
+}
+
+/// The open issues `repo` left in the central repository its state names, when it files
+/// elsewhere now (its issues were enabled, or another central repository took over),
+/// with the actions that close them. `None` when there are none, or when they cannot be
+/// listed: that must not fail the repository, and they stay open as before.
+async fn left_behind(
+    wf: &Workflow,
+    repo: &RepoRef,
+    stored: &Option<String>,
+    now: &Option<String>,
+) -> Option<(RepoRef, Vec<Issue>, Vec<Action>)> {
+    let previous = stored.as_deref().filter(|p| Some(*p) != now.as_deref())?;
+    let (owner, name) = previous.split_once('/')?;
+    let central = RepoRef {
+        owner: owner.to_owned(),
+        name: name.to_owned(),
+    };
+    let labels = [wf.settings.github.label.as_str(), &source_label(repo)];
+    let existing = match issues::list_labelled(&wf.github, &central, &labels).await {
+        Ok(existing) => existing,
+        Err(e) => {
+            tracing::warn!(central = %central, error.message = %e, "issues left in the former central repository could not be listed");
+            return None;
+        }
+    };
+    let filing = issue_plan::Filing {
+        central: Some(repo),
+        ..Default::default()
+    };
+    let actions = issue_plan::close_all(&existing, &filing, issue_plan::MOVED_COMMENT);
+    (!actions.is_empty()).then_some((central, existing, actions))
+}
+
 /// Where one reconcile files, and how.
 struct Filed<'a> {
     /// The repository holding the issues (the source itself, or the central one).
@@ -200,7 +242,8 @@ async fn reconcile_locked(
 
     let evaluated: BTreeSet<String> = task.evaluated.iter().cloned().collect();
     let (actions, unchanged) = if task.opted_out {
-        (issue_plan::plan_opted_out(&existing, &filed.filing), 0)
+        let comment = issue_plan::OPTED_OUT_COMMENT;
+        (issue_plan::close_all(&existing, &filed.filing, comment), 0)
     } else {
         issue_plan::plan(repo, &task.findings, &evaluated, &existing, &filed.filing)
     };
@@ -221,43 +264,76 @@ async fn reconcile_locked(
     // files; a reconcile that files nothing spends no request on it.
     let mut label_ready = false;
 
-    for action in actions {
-        // The kill switch is read before every write, so it takes effect mid-repository.
-        let writing = write(wf);
-        if writing {
-            // Renewing is a compare-and-set at the held revision: a lease that expired
-            // while this worker stalled cannot be renewed, so nothing more is written.
-            wf.leases.renew(lease).await?;
-        }
-        if writing && matches!(action, Action::Create(_)) && !label_ready {
-            issues::ensure_label(&wf.github, target, label, true).await?;
-            label_ready = true;
-        }
-        let (event, kind, number) = apply(wf, &filed, &existing, &action, writing).await?;
-        let action_name = kind.as_str();
-        let counts = if writing { &mut applied } else { &mut planned };
-        counts.count(kind);
-        taken.push(IssueAction {
-            action: kind,
-            fingerprint: action.fingerprint().to_string(),
-            title: title_of(&action, &existing),
-            number,
-            planned: !writing,
+    // Issues left in a central repository this repository no longer files in are closed
+    // there first (a redelivery after a crash finds them closed and does nothing).
+    let left = left_behind(wf, repo, &state.issue_repo, &target_key).await;
+    let mut batches = Vec::new();
+    if let Some((central, existing, actions)) = &left {
+        batches.push(Batch {
+            filed: Filed {
+                target: central,
+                filing: issue_plan::Filing {
+                    central: Some(repo),
+                    ..Default::default()
+                },
+                labels: Vec::new(),
+            },
+            existing,
+            actions,
+            remember: false,
         });
-        if let Some(number) = number {
-            map.insert(action.fingerprint().to_string(), number);
-        }
-        if writing {
-            telemetry::metrics().issue(action_name);
-            events::emit(
-                &wf.bus,
-                run_id,
-                event,
-                Some(repo),
-                action.fingerprint(),
-                json!({ "fingerprint": action.fingerprint(), "issue": number }),
-            )
-            .await?;
+    }
+    batches.push(Batch {
+        filed,
+        existing: &existing,
+        actions: &actions,
+        remember: true,
+    });
+    for batch in &batches {
+        let Batch {
+            filed,
+            existing,
+            actions,
+            remember,
+        } = batch;
+        for action in actions.iter() {
+            // The kill switch is read before every write, so it takes effect mid-repository.
+            let writing = write(wf);
+            if writing {
+                // Renewing is a compare-and-set at the held revision: a lease that expired
+                // while this worker stalled cannot be renewed, so nothing more is written.
+                wf.leases.renew(lease).await?;
+            }
+            if writing && matches!(action, Action::Create(_)) && !label_ready {
+                issues::ensure_label(&wf.github, filed.target, label, true).await?;
+                label_ready = true;
+            }
+            let (event, kind, number) = apply(wf, filed, existing, action, writing).await?;
+            let action_name = kind.as_str();
+            let counts = if writing { &mut applied } else { &mut planned };
+            counts.count(kind);
+            taken.push(IssueAction {
+                action: kind,
+                fingerprint: action.fingerprint().to_string(),
+                title: title_of(action, existing),
+                number,
+                planned: !writing,
+            });
+            if let Some(number) = number.filter(|_| *remember) {
+                map.insert(action.fingerprint().to_string(), number);
+            }
+            if writing {
+                telemetry::metrics().issue(action_name);
+                events::emit(
+                    &wf.bus,
+                    run_id,
+                    event,
+                    Some(repo),
+                    action.fingerprint(),
+                    json!({ "fingerprint": action.fingerprint(), "issue": number }),
+                )
+                .await?;
+            }
         }
     }
 

@@ -402,4 +402,29 @@ async fn a_central_issue_repository_keeps_one_issue_per_finding_and_source() {
     assert_eq!(record.repos_unknown, 1, "{record:?}");
     assert_eq!(h.double.write_count(), 0, "nothing written");
     assert_eq!(titled(&central(&h), "octo/beta:")[0].state, "open");
+
+    // beta enables issues (and lost its license again): its finding is filed in beta
+    // itself, and the issue it left in the central repository is closed, saying why.
+    h.double.set_tree_truncated("octo", "beta", false);
+    h.double.delete_file("octo", "beta", "LICENSE");
+    h.double.set_has_issues("octo", "beta", true);
+    h.run("org:octo", false).await;
+    let left = titled(&central(&h), "octo/beta:")[0].clone();
+    assert_eq!(left.state, "closed");
+    assert!(
+        left.comments
+            .last()
+            .is_some_and(|c| c.contains("has issues enabled again")),
+        "{left:?}"
+    );
+    let own = h.double.issues("octo", "beta");
+    assert_eq!(own.len(), 1, "{own:#?}");
+    assert_eq!(
+        (own[0].title.as_str(), own[0].state.as_str()),
+        ("[repo-guardian] No license file", "open")
+    );
+    // Settled: the next run writes nothing anywhere.
+    h.double.clear_requests();
+    h.run("org:octo", false).await;
+    assert_eq!(h.double.write_count(), 0);
 }

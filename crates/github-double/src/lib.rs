@@ -216,6 +216,13 @@ impl GithubDouble {
         }
     }
 
+    /// Enables or disables issues on a repository (`has_issues`).
+    pub fn set_has_issues(&self, owner: &str, repo: &str, has_issues: bool) {
+        if let Some(r) = self.lock().repo_mut(owner, repo) {
+            r.has_issues = has_issues;
+        }
+    }
+
     /// Makes recursive trees of a repository answer `truncated: true` (GitHub does so
     /// beyond 100,000 entries or 7 MB).
     pub fn set_tree_truncated(&self, owner: &str, repo: &str, truncated: bool) {
