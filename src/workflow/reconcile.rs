@@ -289,6 +289,9 @@ async fn reconcile_locked(
         actions: &actions,
         remember: true,
     });
+    // Whether every issue left behind was closed (not so in a dry run): only then does
+    // the state stop naming the former central repository, so a later run closes them.
+    let mut left_closed = true;
     for batch in &batches {
         let Batch {
             filed,
@@ -308,6 +311,7 @@ async fn reconcile_locked(
                 issues::ensure_label(&wf.github, filed.target, label, true).await?;
                 label_ready = true;
             }
+            left_closed &= writing || *remember;
             let (event, kind, number) = apply(wf, filed, existing, action, writing).await?;
             let action_name = kind.as_str();
             let counts = if writing { &mut applied } else { &mut planned };
@@ -344,7 +348,9 @@ async fn reconcile_locked(
             s.head_sha = task.head_sha.clone();
             s.reconciled_at = Some(time::OffsetDateTime::now_utc());
             s.issues = map.clone();
-            s.issue_repo = target_key.clone();
+            if left_closed {
+                s.issue_repo = target_key.clone();
+            }
             s.open_findings = open.clone();
             s.run_seq = s.run_seq.max(run_seq);
             true
