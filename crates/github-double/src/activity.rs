@@ -287,9 +287,9 @@ fn list_pulls(req: &Req, repo: &Repo) -> Out {
         }
         _ => pulls.sort_by(|a, b| (&a.created_at, a.number).cmp(&(&b.created_at, b.number))),
     }
-    // GitHub's default direction is `desc`, except for `sort=created` without a sort…
-    // which is `desc` too.
-    if req.param("direction").unwrap_or("desc") != "asc" {
+    // GitHub's default direction: `desc` for `created` (the default sort), `asc` otherwise.
+    let default_direction = if sort == "created" { "desc" } else { "asc" };
+    if req.param("direction").unwrap_or(default_direction) != "asc" {
         pulls.reverse();
     }
     let items = pulls.into_iter().map(|p| pull(req, repo, p)).collect();
