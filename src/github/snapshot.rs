@@ -152,18 +152,23 @@ pub async fn build(
         }
     };
     let sha = branch.commit.sha.clone();
-    files(client, &base, &sha, &mut snapshot).await?;
-    snapshot.head_sha = Some(sha);
-    snapshot.protection = if branch.protected {
-        match protection(client, &base, &meta.default_branch).await {
-            Ok(p) => p,
-            Err(reason) => {
-                snapshot.unavailable.insert(Input::Protection, reason);
-                Protection::Unknown
-            }
+    // The files and the protection rules are independent reads: fetched side by side.
+    let rules = async {
+        match branch.protected {
+            true => Some(protection(client, &base, &meta.default_branch).await),
+            false => None,
         }
-    } else {
-        Protection::Unprotected
+    };
+    let (fetched, rules) = tokio::join!(files(client, &base, &sha, &mut snapshot), rules);
+    fetched?;
+    snapshot.head_sha = Some(sha);
+    snapshot.protection = match rules {
+        None => Protection::Unprotected,
+        Some(Ok(p)) => p,
+        Some(Err(reason)) => {
+            snapshot.unavailable.insert(Input::Protection, reason);
+            Protection::Unknown
+        }
     };
     Ok((snapshot, meta))
 }
@@ -199,6 +204,7 @@ async fn files(
     }
     let blobs: Vec<&models::TreeEntry> = tree.tree.iter().filter(|e| e.kind == "blob").collect();
     snapshot.files = blobs.iter().map(|e| e.path.clone()).collect();
+    let mut wanted = Vec::new();
     for entry in blobs
         .into_iter()
         .filter(|e| crate::policy::reads_contents(&e.path))
@@ -210,8 +216,17 @@ async fn files(
             );
             continue;
         }
+        wanted.push(entry);
+    }
+    // The blobs are independent reads: fetched side by side, then taken in tree order.
+    let fetched = futures::future::join_all(wanted.iter().map(|entry| async move {
         let blob_path = format!("{base}/git/blobs/{}", entry.sha);
-        let text = match client.get(&blob_path, CachePolicy::Immutable).await {
+        let got = client.get(&blob_path, CachePolicy::Immutable).await;
+        (blob_path, got)
+    }))
+    .await;
+    for (entry, (blob_path, got)) in wanted.into_iter().zip(fetched) {
+        let text = match got {
             Ok(Some(page)) => decode::<models::Blob>(&page, &blob_path)?.text(),
             Ok(None) => None,
             // Transient failures retry the whole scan; others make the contents unknown.
