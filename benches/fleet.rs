@@ -370,6 +370,10 @@ impl Measured {
     }
 }
 
+/// A valid Dependabot configuration: `updates: []` is not one, and would file an issue in
+/// every repository (one paced write each), which is not what this scenario measures.
+const DEPENDABOT: &str = "version: 2\nupdates:\n  - package-ecosystem: cargo\n    directory: /\n    schedule:\n      interval: weekly\n";
+
 const WORKFLOW: &str = "name: ci\non: [push]\npermissions:\n  contents: read\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683\n";
 
 /// An organisation of `repos` repositories that satisfy every policy, with three workflows
@@ -404,7 +408,7 @@ fn seed_repo(double: &GithubDouble, name: &str) {
         ("SECURITY.md", "Report to security@example.com\n"),
         (".github/CODEOWNERS", "* @bench-org/team\n"),
         ("LICENSE", "MIT License\n"),
-        (".github/dependabot.yml", "version: 2\nupdates: []\n"),
+        (".github/dependabot.yml", DEPENDABOT),
         (".github/workflows/ci.yml", WORKFLOW),
         (".github/workflows/release.yml", WORKFLOW),
         (".github/workflows/lint.yml", WORKFLOW),

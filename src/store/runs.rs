@@ -827,9 +827,12 @@ impl RunStore {
     ) -> Result<Option<RunRecord>, StoreError> {
         let counted = self
             .update(run_id, |r| {
-                batch
-                    .iter()
-                    .fold(false, |any, w| r.count(&w.progress) || any)
+                // Every count of the batch is made, whatever the others did.
+                let mut changed = false;
+                for waiting in batch {
+                    changed |= r.count(&waiting.progress);
+                }
+                changed
             })
             .await?;
         match counted {

@@ -114,9 +114,13 @@ async fn reconcile_locked(
     }
     let label = &wf.settings.github.label;
     let write = |wf: &Workflow| !task.dry_run && !wf.flags.snapshot().force_dry_run;
-    issues::ensure_label(&wf.github, repo, label, write(wf)).await?;
-
-    let mut existing = issues::list_labelled(&wf.github, repo, label).await?;
+    // Independent reads, side by side: a label that does not exist yet labels no issue.
+    let (ensured, listed) = tokio::join!(
+        issues::ensure_label(&wf.github, repo, label, write(wf)),
+        issues::list_labelled(&wf.github, repo, label)
+    );
+    ensured?;
+    let mut existing = listed?;
     // Issues we filed whose label was removed by hand are still ours: fetch them by number.
     let listed: BTreeSet<u64> = existing.iter().map(|i| i.number).collect();
     // A mapped issue that was deleted or transferred is no longer ours: forget it, and an
