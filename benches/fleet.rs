@@ -569,7 +569,7 @@ async fn webhook_latency(
     opts: &Options,
     budget: &mut Budget,
     extra: &[(&str, &str)],
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, BTreeMap<String, f64>)> {
     let double = GithubDouble::start().await?;
     double.add_org(ORG);
     seed_repo(&double, "hook");
@@ -629,7 +629,9 @@ async fn webhook_latency(
     }
     budget.add(&double);
     samples.sort_by(f64::total_cmp);
-    Ok(samples)
+    // Where a sample's time goes: the mean of each step (the warm-up run included).
+    let steps = step_means(&fleet.ports()).await;
+    Ok((samples, steps))
 }
 
 fn machine() -> BTreeMap<&'static str, String> {
@@ -707,9 +709,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("fleet bench: org of {} repositories…", opts.repos);
     let org = org_scale(&opts, &mut budget).await?;
     eprintln!("fleet bench: webhook latency…");
-    let hooks = webhook_latency(&opts, &mut budget, &[]).await?;
+    let (hooks, hook_steps) = webhook_latency(&opts, &mut budget, &[]).await?;
     eprintln!("fleet bench: webhook latency without write pacing…");
-    let unpaced = webhook_latency(
+    let (unpaced, unpaced_steps) = webhook_latency(
         &opts,
         &mut budget,
         &[("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s")],
@@ -746,6 +748,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(map) = results.as_object_mut() {
         map.extend(org.one.figures(opts.repos, "1_worker"));
         map.extend(org.two.figures(opts.repos, "2_workers"));
+        for (suffix, steps) in [("paced", &hook_steps), ("unpaced", &unpaced_steps)] {
+            for (step, ms) in steps {
+                map.insert(format!("webhook_step_ms_{step}_{suffix}"), (*ms).into());
+            }
+        }
     }
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
