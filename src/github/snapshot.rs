@@ -192,19 +192,25 @@ pub async fn build_for(
         );
         return Ok((snapshot, meta));
     }
-    snapshot.protection = if branch.protected {
-        match protection(client, &base, &meta.default_branch).await {
-            Ok(p) => p,
-            Err(reason) => {
-                snapshot.unavailable.insert(Input::Protection, reason);
-                Protection::Unknown
-            }
-        }
-    } else {
-        Protection::Unprotected
-    };
     let fetch = policy::fetch_plan(&snapshot, selection);
-    extras(client, &base, &fetch, &mut snapshot).await?;
+    // The protection rules and what the policies asked for are independent reads: fetched
+    // side by side.
+    let rules = async {
+        match branch.protected {
+            true => Some(protection(client, &base, &meta.default_branch).await),
+            false => None,
+        }
+    };
+    let (rules, fetched) = tokio::join!(rules, extras(client, &base, &fetch, &mut snapshot));
+    fetched?;
+    snapshot.protection = match rules {
+        None => Protection::Unprotected,
+        Some(Ok(p)) => p,
+        Some(Err(reason)) => {
+            snapshot.unavailable.insert(Input::Protection, reason);
+            Protection::Unknown
+        }
+    };
     Ok((snapshot, meta))
 }
 
