@@ -23,6 +23,8 @@ pub struct Issue {
     pub labels: Vec<String>,
     /// Assigned logins.
     pub assignees: Vec<String>,
+    /// How many comments it has.
+    pub comments: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +52,8 @@ struct IssueJson {
     labels: Vec<NameJson>,
     #[serde(default)]
     assignees: Vec<LoginJson>,
+    #[serde(default)]
+    comments: u64,
 }
 
 impl IssueJson {
@@ -65,6 +69,7 @@ impl IssueJson {
             open: self.state == "open",
             labels: self.labels.into_iter().map(|l| l.name).collect(),
             assignees: self.assignees.into_iter().map(|a| a.login).collect(),
+            comments: self.comments,
         })
     }
 }
@@ -210,6 +215,43 @@ pub async fn update(
         )
         .await
         .map(|_| ())
+}
+
+/// Whether the newest comment of `issue` contains `marker`: how a step that comments and
+/// then changes the issue's state knows, when it runs again after a crash between the two,
+/// that its comment is already there. Costs nothing for an issue without comments.
+pub async fn last_comment_has(
+    client: &GithubClient,
+    repo: &RepoRef,
+    issue: &Issue,
+    marker: &str,
+) -> Result<bool, GithubError> {
+    #[derive(Deserialize)]
+    struct CommentJson {
+        #[serde(default)]
+        body: Option<String>,
+    }
+    if issue.comments == 0 {
+        return Ok(false);
+    }
+    let first = format!(
+        "{}/issues/{}/comments?per_page=100",
+        base(repo),
+        issue.number
+    );
+    let mut last = None;
+    let mut next = Some(first.clone());
+    while let Some(url) = next.take() {
+        let Some(page) = client.get(&url, CachePolicy::Revalidate).await? else {
+            return Ok(false);
+        };
+        let items: Vec<CommentJson> = decode(&first, page.body)?;
+        if let Some(item) = items.into_iter().last() {
+            last = item.body;
+        }
+        next = page.next;
+    }
+    Ok(last.is_some_and(|body| body.contains(marker)))
 }
 
 pub async fn comment(

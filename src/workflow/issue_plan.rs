@@ -325,6 +325,7 @@ mod tests {
             open,
             labels: vec![],
             assignees: vec![],
+            comments: 0,
         }
     }
 
@@ -522,6 +523,7 @@ mod tests {
             open: true,
             labels: vec![],
             assignees: vec![],
+            comments: 0,
         };
         let (actions, unchanged) = super::plan(
             &web,
@@ -585,6 +587,7 @@ mod tests {
             open: true,
             labels: vec![],
             assignees: vec![],
+            comments: 0,
         };
         let (actions, unchanged) =
             super::plan(&repo(), &[f], &evaluated(&["license"]), &[updated], &asked);

@@ -419,6 +419,34 @@ fn content_patch(
     patch
 }
 
+/// Hidden in the comments that go with a state change, so a step that runs again knows its
+/// comment is already there.
+const CLOSE_MARKER: &str = "<!-- repo-guardian:closing -->";
+const REOPEN_MARKER: &str = "<!-- repo-guardian:reopening -->";
+
+/// Posts `text` (with `marker`) unless the issue's newest comment already carries the
+/// marker: the same step ran before and stopped after commenting.
+async fn comment_once(
+    gh: &crate::github::GithubClient,
+    repo: &RepoRef,
+    existing: &[Issue],
+    number: u64,
+    text: &str,
+    marker: &str,
+) -> Result<(), StepError> {
+    if let Some(issue) = existing.iter().find(|i| i.number == number)
+        && issues::last_comment_has(gh, repo, issue, marker).await?
+    {
+        tracing::info!(
+            issue = number,
+            "comment already posted by an earlier attempt"
+        );
+        return Ok(());
+    }
+    issues::comment(gh, repo, number, &format!("{text}\n\n{marker}")).await?;
+    Ok(())
+}
+
 /// Performs one action (or only names it when not writing). Returns the event, the
 /// metric label and the issue number.
 async fn apply(
@@ -468,14 +496,18 @@ async fn apply(
                     json!({})
                 };
                 patch["state"] = json!("open");
-                issues::update(gh, repo, *number, patch).await?;
-                issues::comment(
+                // Comment, then change the state: run again after a crash between the two,
+                // the step finds its comment newest and only changes the state.
+                comment_once(
                     gh,
                     repo,
+                    existing,
                     *number,
                     "Repo Guardian found this problem again, so the issue is reopened.",
+                    REOPEN_MARKER,
                 )
                 .await?;
+                issues::update(gh, repo, *number, patch).await?;
             }
             (
                 Event::IssueReopened,
@@ -490,8 +522,10 @@ async fn apply(
             ..
         } => {
             if writing {
-                // Close first: a redelivery after a crash then sees a closed issue and does
-                // nothing, rather than commenting twice.
+                // Comment, then close: run again after a crash between the two, the step
+                // finds its comment newest and only closes; closed first, the issue would
+                // look done and never get its comment.
+                comment_once(gh, repo, existing, *number, comment, CLOSE_MARKER).await?;
                 issues::update(
                     gh,
                     repo,
@@ -499,7 +533,6 @@ async fn apply(
                     json!({ "state": "closed", "state_reason": state_reason }),
                 )
                 .await?;
-                issues::comment(gh, repo, *number, comment).await?;
             }
             (Event::IssueClosed, IssueActionKind::Closed, Some(*number))
         }

@@ -254,3 +254,65 @@ async fn a_misbehaving_github_closes_only_what_was_fixed() {
         );
     }
 }
+
+/// A close or reopen is a comment and a state change. When GitHub fails either half (as a
+/// crash between the two would leave it), the step is retried: the comment is never lost
+/// (the issue is not closed before its comment) and never doubled (the retry finds its
+/// comment newest and only changes the state).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_change_failing_after_its_comment_is_retried_without_a_second_comment() {
+    let mut h = Harness::start().await;
+    h.seed_repo("solo-org", "app", false, Some(1));
+    h.spawn_worker().await;
+    let target = "solo-org/app";
+
+    // A run of the repository, then its license issue's state and comments.
+    async fn run_and_read(h: &Harness, target: &str) -> (String, Vec<String>) {
+        let record = h.run(target, false).await;
+        assert!(record.status.is_final(), "{record:?}");
+        let issue = h
+            .double
+            .issues("solo-org", "app")
+            .into_iter()
+            .find(|i| i.body.contains("license/missing"))
+            .expect("the license issue");
+        (issue.state, issue.comments)
+    }
+    assert_eq!(run_and_read(&h, target).await.0, "open");
+
+    let fails_once = |method: &str| Fault {
+        method: Some(method.into()),
+        path_prefix: "/repos/solo-org/app/issues/".into(),
+        status: 502,
+        retry_after: None,
+        times: 1,
+    };
+    h.double
+        .put_file("solo-org", "app", "LICENSE", "MIT License\n");
+    h.double.inject_fault(fails_once("POST"));
+    let (state, comments) = run_and_read(&h, target).await;
+    assert_eq!(
+        (state.as_str(), comments.len()),
+        ("closed", 1),
+        "{comments:?}"
+    );
+
+    h.double.delete_file("solo-org", "app", "LICENSE");
+    h.double.inject_fault(fails_once("PATCH"));
+    let (state, comments) = run_and_read(&h, target).await;
+    assert_eq!(
+        (state.as_str(), comments.len()),
+        ("open", 2),
+        "{comments:?}"
+    );
+    assert!(comments[1].contains("found this problem again"));
+    assert_eq!(
+        h.double
+            .requests()
+            .iter()
+            .filter(|r| r.status == 502)
+            .count(),
+        2,
+        "the closing comment and the reopening failed once each"
+    );
+}
