@@ -92,6 +92,117 @@ fn rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields 14 and 15 (utime, stime) in clock ticks, counted after the `(comm)` field,
+    // which may hold spaces.
+    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let ticks: f64 = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum();
+    ticks / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The pid of the `nats-server` keeping its store in `store` (started by this benchmark).
+fn nats_pid(store: &std::path::Path) -> Option<u32> {
+    let wanted = store.to_str()?;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).ok()?;
+            (cmdline.contains("nats-server") && cmdline.split('\0').any(|arg| arg == wanted))
+                .then_some(pid)
+        })
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// CPU used by each part of a fleet, in seconds, at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    workers: f64,
+    nats: f64,
+    /// This process: the GitHub double, and the benchmark following the run.
+    bench: f64,
+}
+
+impl CpuUse {
+    fn since(self, before: CpuUse) -> CpuUse {
+        CpuUse {
+            workers: self.workers - before.workers,
+            nats: self.nats - before.nats,
+            bench: self.bench - before.bench,
+        }
+    }
+}
+
+/// Mean duration in milliseconds of each step, over every worker of a fleet, from the
+/// `guardian_step_duration_seconds` histograms on their `/metrics` pages.
+async fn step_means(ports: &[u16]) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for port in ports {
+        let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+            continue;
+        };
+        let page = response.text().await.unwrap_or_default();
+        for line in page.lines() {
+            let (series, value) = match line.rsplit_once(' ') {
+                Some((series, value)) => (series, value.parse::<f64>().unwrap_or(0.0)),
+                None => continue,
+            };
+            let (is_sum, rest) = if let Some(rest) =
+                series.strip_prefix("guardian_step_duration_seconds_sum{")
+            {
+                (true, rest)
+            } else if let Some(rest) = series.strip_prefix("guardian_step_duration_seconds_count{")
+            {
+                (false, rest)
+            } else {
+                continue;
+            };
+            let Some(step) = rest
+                .split(',')
+                .find_map(|label| label.strip_prefix("step=\""))
+                .map(|s| s.trim_end_matches(['"', '}']).to_string())
+            else {
+                continue;
+            };
+            let entry = sums.entry(step).or_default();
+            if is_sum {
+                entry.0 += value;
+            } else {
+                entry.1 += value;
+            }
+        }
+    }
+    sums.into_iter()
+        .filter(|(_, (_, count))| *count > 0.0)
+        .map(|(step, (sum, count))| (step, sum / count * 1000.0))
+        .collect()
+}
+
 impl Fleet {
     async fn start(double: &GithubDouble, extra: &[(&str, &str)]) -> anyhow::Result<Fleet> {
         let dir = tempfile::tempdir()?;
@@ -172,7 +283,96 @@ impl Fleet {
     fn pids(&self) -> Vec<u32> {
         self.workers.iter().map(|w| w.child.id()).collect()
     }
+
+    fn ports(&self) -> Vec<u16> {
+        self.workers.iter().map(|w| w.port).collect()
+    }
+
+    fn cpu(&self) -> CpuUse {
+        CpuUse {
+            workers: self.pids().into_iter().map(cpu_seconds).sum(),
+            nats: nats_pid(&self.nats.store).map(cpu_seconds).unwrap_or(0.0),
+            bench: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// Runs `target` cold and measures it: wall time, CPU of each part, mean step times,
+    /// and the warnings the workers logged (each a retry that cost time).
+    async fn measured_run(&self, target: &str) -> anyhow::Result<Measured> {
+        let before = self.cpu();
+        let seconds = self.run(target).await?.as_secs_f64();
+        let warnings = self.warnings();
+        for line in warnings.iter().take(3) {
+            eprintln!(
+                "  worker warning: {}",
+                line.chars().take(300).collect::<String>()
+            );
+        }
+        Ok(Measured {
+            seconds,
+            cpu: self.cpu().since(before),
+            steps: step_means(&self.ports()).await,
+            load: load_average(),
+            warnings: warnings.len(),
+        })
+    }
+
+    /// Lines the workers logged so far (they log warnings and errors only).
+    fn warnings(&self) -> Vec<String> {
+        (0..self.workers.len())
+            .flat_map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log")))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
 }
+
+/// One measured organisation run.
+struct Measured {
+    seconds: f64,
+    cpu: CpuUse,
+    steps: BTreeMap<String, f64>,
+    load: String,
+    warnings: usize,
+}
+
+impl Measured {
+    /// Figures named `<what>_<suffix>`: CPU per repository of each part and mean step times.
+    fn figures(&self, repos: usize, suffix: &str) -> serde_json::Map<String, serde_json::Value> {
+        let per_repo = |cpu: f64| cpu * 1000.0 / repos as f64;
+        let mut out = serde_json::Map::new();
+        out.insert(
+            format!("cpu_ms_per_repo_workers_{suffix}"),
+            per_repo(self.cpu.workers).into(),
+        );
+        out.insert(
+            format!("cpu_ms_per_repo_nats_{suffix}"),
+            per_repo(self.cpu.nats).into(),
+        );
+        out.insert(
+            format!("cpu_ms_per_repo_bench_{suffix}"),
+            per_repo(self.cpu.bench).into(),
+        );
+        for (step, ms) in &self.steps {
+            out.insert(format!("step_ms_{step}_{suffix}"), (*ms).into());
+        }
+        out.insert(
+            format!("load_average_after_{suffix}"),
+            self.load.clone().into(),
+        );
+        out.insert(format!("worker_warnings_{suffix}"), self.warnings.into());
+        out
+    }
+}
+
+/// A valid Dependabot configuration: `updates: []` is not one, and would file an issue in
+/// every repository (one paced write each), which is not what this scenario measures.
+const DEPENDABOT: &str = "version: 2\nupdates:\n  - package-ecosystem: cargo\n    directory: /\n    schedule:\n      interval: weekly\n";
 
 const WORKFLOW: &str = "name: ci\non: [push]\npermissions:\n  contents: read\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683\n";
 
@@ -208,7 +408,7 @@ fn seed_repo(double: &GithubDouble, name: &str) {
         ("SECURITY.md", "Report to security@example.com\n"),
         (".github/CODEOWNERS", "* @bench-org/team\n"),
         ("LICENSE", "MIT License\n"),
-        (".github/dependabot.yml", "version: 2\nupdates: []\n"),
+        (".github/dependabot.yml", DEPENDABOT),
         (".github/workflows/ci.yml", WORKFLOW),
         (".github/workflows/release.yml", WORKFLOW),
         (".github/workflows/lint.yml", WORKFLOW),
@@ -288,8 +488,8 @@ async fn budget_scenario(opts: &Options, budget: &mut Budget) -> anyhow::Result<
 }
 
 struct OrgScale {
-    seconds_1: f64,
-    seconds_2: f64,
+    one: Measured,
+    two: Measured,
     calls_cold: f64,
     charged_warm: f64,
     rss_idle: f64,
@@ -308,7 +508,7 @@ async fn org_scale(opts: &Options, budget: &mut Budget) -> anyhow::Result<OrgSca
     double.set_latency(latency);
     let mut one = Fleet::start(&double, &[]).await?;
     one.spawn_worker().await?;
-    let seconds_1 = one.run(&target).await?.as_secs_f64();
+    let measured_1 = one.measured_run(&target).await?;
     budget.add(&double);
     drop(one);
 
@@ -323,7 +523,7 @@ async fn org_scale(opts: &Options, budget: &mut Budget) -> anyhow::Result<OrgSca
     let rss_idle = two.workers[0].rss_mb();
     let stop = Arc::new(AtomicU64::new(0));
     let sampler = sample_peak_rss(two.pids(), stop.clone());
-    let seconds_2 = two.run(&target).await?.as_secs_f64();
+    let measured_2 = two.measured_run(&target).await?;
     stop.store(1, Ordering::SeqCst);
     let rss_load = sampler.await?;
     let cold = double.requests();
@@ -334,8 +534,8 @@ async fn org_scale(opts: &Options, budget: &mut Budget) -> anyhow::Result<OrgSca
     budget.add(&double);
     let repos = opts.repos as f64;
     Ok(OrgScale {
-        seconds_1,
-        seconds_2,
+        one: measured_1,
+        two: measured_2,
         calls_cold: cold.len() as f64 / repos,
         charged_warm: warm.iter().filter(|r| r.status != 304).count() as f64 / repos,
         rss_idle,
@@ -364,19 +564,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Times signed pushes until the issue they should change has changed on the double.
-async fn webhook_latency(opts: &Options, budget: &mut Budget) -> anyhow::Result<Vec<f64>> {
+/// `extra` adds worker settings (the unpaced variant sets `github.write_interval` to 0).
+async fn webhook_latency(
+    opts: &Options,
+    budget: &mut Budget,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(Vec<f64>, BTreeMap<String, f64>)> {
     let double = GithubDouble::start().await?;
     double.add_org(ORG);
     seed_repo(&double, "hook");
     double.set_latency(Duration::from_millis(100));
-    let mut fleet = Fleet::start(
-        &double,
-        &[
-            ("GUARDIAN__WEBHOOK__SECRET", SECRET),
-            ("GUARDIAN__WEBHOOK__COALESCE_WINDOW", "0s"),
-        ],
-    )
-    .await?;
+    let mut settings = vec![
+        ("GUARDIAN__WEBHOOK__SECRET", SECRET),
+        ("GUARDIAN__WEBHOOK__COALESCE_WINDOW", "0s"),
+    ];
+    settings.extend_from_slice(extra);
+    let mut fleet = Fleet::start(&double, &settings).await?;
     fleet.spawn_worker().await?;
     // Warm: the repository is known and its label exists, as for any watched repository.
     fleet.run(&format!("{ORG}/hook")).await?;
@@ -426,7 +629,9 @@ async fn webhook_latency(opts: &Options, budget: &mut Budget) -> anyhow::Result<
     }
     budget.add(&double);
     samples.sort_by(f64::total_cmp);
-    Ok(samples)
+    // Where a sample's time goes: the mean of each step (the warm-up run included).
+    let steps = step_means(&fleet.ports()).await;
+    Ok((samples, steps))
 }
 
 fn machine() -> BTreeMap<&'static str, String> {
@@ -504,19 +709,28 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("fleet bench: org of {} repositories…", opts.repos);
     let org = org_scale(&opts, &mut budget).await?;
     eprintln!("fleet bench: webhook latency…");
-    let hooks = webhook_latency(&opts, &mut budget).await?;
+    let (hooks, hook_steps) = webhook_latency(&opts, &mut budget, &[]).await?;
+    eprintln!("fleet bench: webhook latency without write pacing…");
+    let (unpaced, unpaced_steps) = webhook_latency(
+        &opts,
+        &mut budget,
+        &[("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s")],
+    )
+    .await?;
     eprintln!("fleet bench: budget…");
     budget_scenario(&opts, &mut budget).await?;
     let results = serde_json::json!({
         "quick": quick,
         "org_repos": opts.repos,
-        "org1000_seconds_1_worker": org.seconds_1,
-        "org1000_seconds_2_workers": org.seconds_2,
-        "scaling_2_vs_1": org.seconds_1 / org.seconds_2,
+        "org1000_seconds_1_worker": org.one.seconds,
+        "org1000_seconds_2_workers": org.two.seconds,
+        "scaling_2_vs_1": org.one.seconds / org.two.seconds,
         "org1000_seconds_2_workers_warm": org.warm_seconds,
         "webhook_to_issue_ms_p50": percentile(&hooks, 50.0),
         "webhook_to_issue_ms_p99": percentile(&hooks, 99.0),
         "webhook_samples": hooks.len(),
+        "webhook_to_issue_ms_p50_unpaced": percentile(&unpaced, 50.0),
+        "webhook_to_issue_ms_p99_unpaced": percentile(&unpaced, 99.0),
         "github_calls_per_repo_cold": org.calls_cold,
         "github_rate_limited_calls_per_repo_warm": org.charged_warm,
         "budget_utilisation": budget.utilisation,
@@ -530,6 +744,16 @@ async fn main() -> anyhow::Result<()> {
         "startup_to_ready_ms": org.startup_ms,
         "machine": machine,
     });
+    let mut results = results;
+    if let Some(map) = results.as_object_mut() {
+        map.extend(org.one.figures(opts.repos, "1_worker"));
+        map.extend(org.two.figures(opts.repos, "2_workers"));
+        for (suffix, steps) in [("paced", &hook_steps), ("unpaced", &unpaced_steps)] {
+            for (step, ms) in steps {
+                map.insert(format!("webhook_step_ms_{step}_{suffix}"), (*ms).into());
+            }
+        }
+    }
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("fleet.json");
@@ -564,6 +788,23 @@ async fn main() -> anyhow::Result<()> {
             _ => value.to_string(),
         };
         println!("| `{key}` | {shown} | {goal} |");
+    }
+    // Where the time went: CPU per repository of each part, mean step times, load.
+    let listed: Vec<&str> = goals.iter().map(|(key, _)| *key).collect();
+    if let Some(map) = results.as_object() {
+        for (key, value) in map {
+            if listed.contains(&key.as_str()) || key == "machine" {
+                continue;
+            }
+            let shown = match value.as_f64() {
+                Some(v) => format!("{v:.2}"),
+                None => value
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| value.to_string()),
+            };
+            println!("| `{key}` | {shown} | |");
+        }
     }
     for (key, value) in &machine {
         println!("| machine `{key}` | {value} | |");

@@ -106,9 +106,13 @@ pub async fn request_run(
         dry_run,
     };
     let payload = serde_json::to_vec(&request).map_err(ClientError::Decode)?;
+    // The run continues the caller's trace (a webhook delivery, a schedule), if any.
+    let mut headers = async_nats::HeaderMap::new();
+    crate::telemetry::inject(&mut headers);
     let reply = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        bus.client.request(RUN_ENDPOINT, payload.into()),
+        bus.client
+            .request_with_headers(RUN_ENDPOINT, headers, payload.into()),
     )
     .await
     .map_err(|_| ClientError::NoAnswer(REQUEST_TIMEOUT))?

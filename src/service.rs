@@ -283,18 +283,17 @@ pub fn parse_status_request(payload: &[u8]) -> Result<String, RequestError> {
     })
 }
 
-/// The span a run's trace starts with; its trace id is on its log lines too.
-fn run_span(request: &RunRequest) -> tracing::Span {
+/// The span a run's trace starts with, continuing the trace of whoever asked when the
+/// request carries a `traceparent` (a webhook delivery, a schedule, a traced client); its
+/// trace id is on its log lines too.
+fn run_span(request: &RunRequest, headers: Option<&async_nats::HeaderMap>) -> tracing::Span {
     let span = tracing::info_span!(
         "guardian.run",
         otel.kind = "server",
         target = %request.target,
         trace_id = tracing::field::Empty
     );
-    if let Some(id) = span.in_scope(crate::telemetry::current_trace_id) {
-        span.record("trace_id", id);
-    }
-    span
+    crate::telemetry::continue_trace(span, crate::telemetry::extract(headers))
 }
 
 /// Serves both endpoints until `shutdown`. `subscribed` is told once the server has the
@@ -332,7 +331,7 @@ pub async fn serve(
             Some(request) = run.next() => {
                 let reply = match parse_run_request(&request.message.payload) {
                     // The run's trace starts here: every step span descends from it.
-                    Ok(req) => match tracing::Instrument::instrument(start_run(&bus, &runs, &req), run_span(&req)).await {
+                    Ok(req) => match tracing::Instrument::instrument(start_run(&bus, &runs, &req), run_span(&req, request.message.headers.as_ref())).await {
                         Ok(accepted) => Ok(serde_json::to_vec(&accepted).unwrap_or_default().into()),
                         Err(e) => {
                             tracing::error!(error.message = %e, error.cause_chain = ?e, "cannot queue run");

@@ -31,7 +31,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let readiness = Readiness::new(Some(bus.client.clone()));
     let ops_shutdown = CancellationToken::new();
-    let webhooks = crate::webhook::router(bus.clone(), &settings.webhook, settings.nats.replicas);
+    let webhooks = crate::webhook::router(bus.clone(), &settings.webhook, &settings.nats);
     let (addr, ops_task) = ops::serve_with(
         settings.http.listen,
         readiness.clone(),
@@ -166,6 +166,16 @@ fn start_parts(
         tasks.spawn(async move {
             let result = consumer::run_step_consumer(bus, options, handler, flags, stop).await;
             Part::ended(step.consumer_task(), result.map_err(|e| e.to_string()))
+        });
+    }
+    if settings.webhook.secret.is_some() {
+        let (bus, nats, stop) = (bus.clone(), settings.nats.clone(), stop.clone());
+        tasks.spawn(async move {
+            let result = crate::webhook::pending::run(bus, nats, stop).await;
+            Part::ended(
+                "the webhook scan starter",
+                result.map_err(|e| e.to_string()),
+            )
         });
     }
     if !settings.schedules.is_empty() {

@@ -192,19 +192,25 @@ pub async fn build_for(
         );
         return Ok((snapshot, meta));
     }
-    snapshot.protection = if branch.protected {
-        match protection(client, &base, &meta.default_branch).await {
-            Ok(p) => p,
-            Err(reason) => {
-                snapshot.unavailable.insert(Input::Protection, reason);
-                Protection::Unknown
-            }
-        }
-    } else {
-        Protection::Unprotected
-    };
     let fetch = policy::fetch_plan(&snapshot, selection);
-    extras(client, &base, &fetch, &mut snapshot).await?;
+    // The protection rules and what the policies asked for are independent reads: fetched
+    // side by side.
+    let rules = async {
+        match branch.protected {
+            true => Some(protection(client, &base, &meta.default_branch).await),
+            false => None,
+        }
+    };
+    let (rules, fetched) = tokio::join!(rules, extras(client, &base, &fetch, &mut snapshot));
+    fetched?;
+    snapshot.protection = match rules {
+        None => Protection::Unprotected,
+        Some(Ok(p)) => p,
+        Some(Err(reason)) => {
+            snapshot.unavailable.insert(Input::Protection, reason);
+            Protection::Unknown
+        }
+    };
     Ok((snapshot, meta))
 }
 
@@ -281,6 +287,7 @@ async fn files(
     }
     let blobs: Vec<&models::TreeEntry> = tree.tree.iter().filter(|e| e.kind == "blob").collect();
     snapshot.files = blobs.iter().map(|e| e.path.clone()).collect();
+    let mut wanted = Vec::new();
     for entry in blobs
         .into_iter()
         .filter(|e| crate::policy::reads_contents(&e.path))
@@ -292,8 +299,17 @@ async fn files(
             );
             continue;
         }
+        wanted.push(entry);
+    }
+    // The blobs are independent reads: fetched side by side, then taken in tree order.
+    let fetched = futures::future::join_all(wanted.iter().map(|entry| async move {
         let blob_path = format!("{base}/git/blobs/{}", entry.sha);
-        let text = match client.get(&blob_path, CachePolicy::Immutable).await {
+        let got = client.get(&blob_path, CachePolicy::Immutable).await;
+        (blob_path, got)
+    }))
+    .await;
+    for (entry, (blob_path, got)) in wanted.into_iter().zip(fetched) {
+        let text = match got {
             Ok(Some(page)) => decode::<models::Blob>(&page, &blob_path)?.text(),
             Ok(None) => None,
             // Transient failures retry the whole scan; others make the contents unknown.

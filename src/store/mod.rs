@@ -50,6 +50,9 @@ pub enum StoreError {
     },
     #[error("record `{key}` in {bucket} kept changing; gave up after {CAS_ATTEMPTS} attempts")]
     Contended { bucket: &'static str, key: String },
+    /// A failure shared by every caller of one batched write (a group commit of counts).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
     /// The lease this write was fenced by is no longer current: another holder took over.
     #[error("lease `{key}` was lost: {reason}")]
     LeaseLost { key: String, reason: String },

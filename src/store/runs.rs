@@ -3,13 +3,19 @@
 //! index key `target.<target>` names the one active run of a target.
 //!
 //! A repository completes exactly once: its progress key leaves `pending` by a
-//! compare-and-set, then the run's counters are incremented and the progress key is marked
-//! `counted` (a redelivery repairs a count a crash left out). When the counters say every
-//! repository is done, the progress keys are read back once and the final status is set
-//! from them — exactly once, by the compare-and-set that makes the record final. Every
-//! value stays small, whatever the size of the organisation.
+//! compare-and-set on that key alone, so workers never contend on a key per repository.
+//! The run's counters follow by *group commit*: each worker counts the repositories it
+//! settled with one compare-and-set of the run record per batch (a batch is whatever
+//! settled while the previous commit was in flight), and a step is acknowledged only once
+//! its count is committed. A repeat (a redelivery after a crash between settling and
+//! acknowledging) is counted again; a count too many only brings forward the moment the
+//! progress keys are read back. When the counters say every repository settled, the
+//! progress keys are read back once, the counters are recomputed from them, and the final
+//! status is set from them — exactly once, by the compare-and-set that makes the record
+//! final. Every value stays small, whatever the size of the organisation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_nats::jetstream::kv;
 use futures::StreamExt as _;
@@ -262,9 +268,6 @@ pub struct RepoProgress {
     /// Skipped: a newer run had already reconciled this repository.
     #[serde(default)]
     pub stale: bool,
-    /// Its outcome is included in the run record's counters.
-    #[serde(default)]
-    pub counted: bool,
 }
 
 impl Record for RepoProgress {
@@ -286,7 +289,6 @@ impl RepoProgress {
             step: None,
             error: None,
             stale: false,
-            counted: false,
         }
     }
 
@@ -538,11 +540,57 @@ pub fn parse_run_id(text: &str) -> Option<String> {
 #[derive(Clone)]
 pub struct RunStore {
     pub kv: kv::Store,
+    /// Counts of settled repositories waiting for their run record's next commit.
+    tally: Arc<Tally>,
+}
+
+/// What a commit of counts answers each repository in it: the run record when this commit
+/// made the run final (given to one repository of the batch only), or the failure.
+type Committed = Result<Option<RunRecord>, Arc<StoreError>>;
+
+/// One settled repository waiting for its count to be committed.
+struct Waiting {
+    progress: RepoProgress,
+    reply: tokio::sync::oneshot::Sender<Committed>,
+}
+
+/// The group commit of one worker: per run, the counts waiting for the next commit. A run
+/// has an entry exactly while a committer task works on it; counts that arrive meanwhile
+/// join its next batch, so at most one compare-and-set per run and worker is in flight.
+#[derive(Default)]
+struct Tally {
+    waiting: Mutex<HashMap<String, Vec<Waiting>>>,
+}
+
+impl Tally {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Waiting>>> {
+        // The map stays consistent even if a holder panicked: every change is one call.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a run's entry if its committer ends without finishing (a panic): the counts
+/// still waiting are answered with an error instead of never.
+struct CommitterGuard<'a> {
+    tally: &'a Tally,
+    run_id: &'a str,
+    finished: bool,
+}
+
+impl Drop for CommitterGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.tally.lock().remove(self.run_id);
+        }
+    }
 }
 
 impl RunStore {
     pub fn new(kv: kv::Store) -> Self {
-        RunStore { kv }
+        RunStore {
+            kv,
+            tally: Arc::default(),
+        }
     }
 
     /// Creates a run record; `Ok(false)` when the id exists.
@@ -675,8 +723,9 @@ impl RunStore {
     }
 
     /// Settles one repository and counts it on its run. Safe to call again (a redelivered
-    /// step): the first outcome stays, and a count a crash left out is made now. Returns
-    /// the run record when this call made the run final.
+    /// step): the first outcome stays, and the repeat is counted again, which the recount
+    /// at the end corrects. Returns once the count is committed, with the run record when
+    /// this call made the run final.
     pub async fn complete_repo(
         &self,
         run_id: &str,
@@ -694,19 +743,102 @@ impl RunStore {
             );
             return Ok(None);
         };
-        if settled.record.counted {
-            return Ok(None);
+        self.count(run_id, settled.record).await
+    }
+
+    /// Queues a settled repository's count for its run's next commit and waits for it.
+    async fn count(
+        &self,
+        run_id: &str,
+        progress: RepoProgress,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let waiting = Waiting { progress, reply };
+        let start_committer = {
+            let mut runs = self.tally.lock();
+            match runs.get_mut(run_id) {
+                Some(queue) => {
+                    queue.push(waiting);
+                    false
+                }
+                None => {
+                    runs.insert(run_id.to_string(), vec![waiting]);
+                    true
+                }
+            }
+        };
+        if start_committer {
+            // A task of its own, so a step abandoned at shutdown cannot strand the counts
+            // of the others waiting on the same commit.
+            let store = self.clone();
+            let run_id = run_id.to_string();
+            tokio::spawn(async move { store.commit_counts(&run_id).await });
         }
-        let counted = self.update(run_id, |r| r.count(&settled.record)).await?;
-        super::update::<RepoProgress>(
-            &self.kv,
-            &key,
-            || None,
-            |p| !std::mem::replace(&mut p.counted, true),
-        )
-        .await?;
+        match answer.await {
+            Ok(Ok(record)) => Ok(record),
+            Ok(Err(e)) => Err(StoreError::Shared(e)),
+            Err(_) => Err(StoreError::Bus(BusError::nats(
+                format!("counting a repository on run {run_id}"),
+                "the commit ended without an answer",
+            ))),
+        }
+    }
+
+    /// Commits the counts waiting for `run_id`, batch after batch, until none is left.
+    async fn commit_counts(&self, run_id: &str) {
+        let mut guard = CommitterGuard {
+            tally: &self.tally,
+            run_id,
+            finished: false,
+        };
+        loop {
+            let batch = {
+                let mut runs = self.tally.lock();
+                let Some(queue) = runs.get_mut(run_id) else {
+                    guard.finished = true;
+                    return;
+                };
+                if queue.is_empty() {
+                    runs.remove(run_id);
+                    guard.finished = true;
+                    return;
+                }
+                std::mem::take(queue)
+            };
+            let mut result = self.commit_batch(run_id, &batch).await.map_err(Arc::new);
+            for waiting in batch {
+                // The record that became final goes to one repository of the batch only,
+                // so the run is announced once.
+                let answer = match &mut result {
+                    Ok(became_final) => Ok(became_final.take()),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = waiting.reply.send(answer);
+            }
+        }
+    }
+
+    /// One compare-and-set of the run record for a batch; when the counters then say every
+    /// repository settled, the run is finished from its progress keys.
+    async fn commit_batch(
+        &self,
+        run_id: &str,
+        batch: &[Waiting],
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let counted = self
+            .update(run_id, |r| {
+                // Every count of the batch is made, whatever the others did.
+                let mut changed = false;
+                for waiting in batch {
+                    changed |= r.count(&waiting.progress);
+                }
+                changed
+            })
+            .await?;
         match counted {
-            Some((record, _)) if record.repos_settled() >= record.repos_total => {
+            Some((record, _))
+                if !record.status.is_final() && record.repos_settled() >= record.repos_total =>
+            {
                 self.finish_if_complete(run_id).await
             }
             _ => Ok(None),
@@ -877,7 +1009,7 @@ mod tests {
             ),
         ];
         let mut r = running(2);
-        // A crash between counting and marking `counted` made one repository count twice.
+        // A redelivery after a crash counted one repository twice.
         r.count(&progress[0]);
         r.count(&progress[0]);
         r.recount(&progress);

@@ -180,6 +180,13 @@ pub fn step_span(
     if let Some(repo) = repo {
         span.record("repo", repo);
     }
+    continue_trace(span, parent)
+}
+
+/// Makes `span` continue the trace of `parent` (a context read from message headers with
+/// [`extract`]; an empty one starts a new trace), and records the trace id in the span's
+/// `trace_id` field when it declares one, so log lines inside carry it.
+pub fn continue_trace(span: tracing::Span, parent: opentelemetry::Context) -> tracing::Span {
     let parent_trace = parent.span().span_context().trace_id();
     // Fails only when the OpenTelemetry layer is absent (no `init`) or the span is
     // disabled by the filter; the span then simply has no OpenTelemetry side.

@@ -6,13 +6,16 @@
 //! (`X-GitHub-Delivery`, remembered fleet-wide in `guardian_webhook_deliveries` with a
 //! create-if-absent, so a redelivery to any worker is answered `duplicate`), then the event
 //! ([`event::decide`]). Scans are never run in the handler: each repository named is
-//! *coalesced* through a create-if-absent key in `guardian_webhook_bursts`, whose entries
-//! expire after `webhook.coalesce_window`. The worker that creates the key starts one run
-//! for the repository when the window ends, through `guardian.run` like any other trigger;
-//! events arriving meanwhile (on any worker) find the key and are folded into that run.
-//! The handler answers within milliseconds, far inside GitHub's 10 s.
+//! *coalesced* through a create-if-absent key in `guardian_webhook_bursts` holding the end
+//! of its window (`webhook.coalesce_window`). The delivery that opens a window stores a
+//! pending scan in `GUARDIAN_WEBHOOK_SCANS` ([`pending`]) before it is answered; whichever
+//! worker pulls it when the window ends starts one run for the repository through
+//! `guardian.run`, like any other trigger. Events arriving meanwhile (on any worker) find
+//! the window open and are folded into that run. The handler answers within milliseconds,
+//! far inside GitHub's 10 s, and the run's trace starts at the delivery's span.
 
 pub mod event;
+pub mod pending;
 pub mod signature;
 
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use tokio::sync::OnceCell;
 use tracing::Instrument as _;
 
 use crate::bus::{Bus, BusError};
-use crate::config::WebhookSettings;
+use crate::config::{NatsSettings, WebhookSettings};
 use crate::domain::RepoRef;
 use event::Decision;
 
@@ -110,7 +113,8 @@ struct Receiver {
     bus: Bus,
     secret: SecretString,
     settings: WebhookSettings,
-    replicas: usize,
+    /// Replicas, AckWait and duplicate window of what the receiver provisions.
+    nats: NatsSettings,
     /// Opened (and provisioned) on the first delivery, so mounting the route never waits
     /// for NATS.
     stores: OnceCell<Stores>,
@@ -122,7 +126,7 @@ struct Stores {
 }
 
 /// The route, or `None` when no secret is configured (the path then answers 404).
-pub fn router(bus: Bus, settings: &WebhookSettings, replicas: usize) -> Option<Router> {
+pub fn router(bus: Bus, settings: &WebhookSettings, nats: &NatsSettings) -> Option<Router> {
     let secret = settings.secret.clone()?;
     let metrics = crate::telemetry::metrics();
     for event in event::HANDLED_EVENTS.into_iter().chain(["other"]) {
@@ -136,7 +140,7 @@ pub fn router(bus: Bus, settings: &WebhookSettings, replicas: usize) -> Option<R
         bus,
         secret,
         settings: settings.clone(),
-        replicas,
+        nats: nats.clone(),
         stores: OnceCell::new(),
     });
     Some(
@@ -198,7 +202,15 @@ async fn receive(
             return answer(&event, Outcome::Invalid, &e.to_string());
         }
     };
-    let span = tracing::info_span!("webhook", delivery = %delivery, event = %event);
+    // The root of the trace of every run this delivery starts.
+    let span = tracing::info_span!(
+        "webhook",
+        otel.kind = "server",
+        delivery = %delivery,
+        event = %event,
+        trace_id = tracing::field::Empty
+    );
+    let span = crate::telemetry::continue_trace(span, opentelemetry::Context::new());
     match receiver.handle(delivery, decision).instrument(span).await {
         Ok((outcome, detail)) => answer(&event, outcome, &detail),
         Err(e) => {
@@ -255,12 +267,13 @@ impl Receiver {
     async fn stores(&self) -> Result<&Stores, BusError> {
         self.stores
             .get_or_try_init(|| async {
+                pending::provision(&self.bus, &self.nats).await?;
                 let deliveries = open_bucket(
                     &self.bus,
                     DELIVERIES_BUCKET,
                     "GitHub webhook delivery ids seen recently",
                     self.settings.delivery_ttl,
-                    self.replicas,
+                    self.nats.replicas,
                 )
                 .await?;
                 let bursts = if self.settings.coalesce_window.is_zero() {
@@ -272,7 +285,7 @@ impl Receiver {
                             BURSTS_BUCKET,
                             "Repositories with a webhook scan pending, key = repo.<owner>/<name>",
                             self.settings.coalesce_window + Duration::from_secs(60),
-                            self.replicas,
+                            self.nats.replicas,
                         )
                         .await?,
                     )
@@ -303,7 +316,7 @@ impl Receiver {
         }
         let mut queued = Vec::new();
         for repo in &repos {
-            match self.coalesce(stores, repo).await {
+            match self.coalesce(stores, repo, delivery).await {
                 Ok(true) => queued.push(repo.full_name()),
                 Ok(false) => {}
                 Err(e) => {
@@ -325,41 +338,33 @@ impl Receiver {
         }
     }
 
-    /// `Ok(true)` when this delivery opened the repository's window (and will start the
-    /// scan when it ends); `Ok(false)` when a scan is already pending.
-    async fn coalesce(&self, stores: &Stores, repo: &RepoRef) -> Result<bool, BusError> {
-        let window = self.settings.coalesce_window;
+    /// `Ok(true)` when this delivery opened the repository's window (and stored the scan
+    /// due when it ends); `Ok(false)` when a scan is already pending.
+    async fn coalesce(
+        &self,
+        stores: &Stores,
+        repo: &RepoRef,
+        delivery: &str,
+    ) -> Result<bool, BusError> {
+        let window = u64::try_from(self.settings.coalesce_window.as_millis()).unwrap_or(u64::MAX);
+        let due = pending::now_ms().saturating_add(window);
         if let Some(bursts) = &stores.bursts
-            && !open_window(bursts, &burst_key(repo), window).await?
+            && !open_window(bursts, &burst_key(repo), due).await?
         {
             return Ok(false);
         }
-        let (bus, target) = (self.bus.clone(), repo.full_name());
-        tokio::spawn(
-            async move {
-                tokio::time::sleep(window).await;
-                start_scan(&bus, &target).await;
-            }
-            .in_current_span(),
-        );
+        let scan = pending::PendingScan::new(repo.clone(), due, delivery);
+        pending::publish(&self.bus, &scan).await?;
         Ok(true)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Opens the coalescing window of `key` unless one is open. The key holds the window's end
 /// (milliseconds since the epoch); an ended window is taken over with a compare-and-set, so
 /// exactly one of several concurrent deliveries opens the next one. The bucket's `max_age`
 /// only collects old keys: JetStream expires entries too lazily to mark a window's end.
-async fn open_window(bursts: &kv::Store, key: &str, window: Duration) -> Result<bool, BusError> {
-    let now = now_ms();
-    let end = now.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+async fn open_window(bursts: &kv::Store, key: &str, end: u64) -> Result<bool, BusError> {
+    let now = pending::now_ms();
     let value: bytes::Bytes = end.to_string().into();
     let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
         BusError::nats(format!("coalescing {key}"), e)
@@ -388,24 +393,6 @@ async fn open_window(bursts: &kv::Store, key: &str, window: Duration) -> Result<
         };
     }
     Ok(false)
-}
-
-/// Starts the run of a coalesced scan through `guardian.run`, retrying a refused or
-/// unanswered request a few times.
-async fn start_scan(bus: &Bus, target: &str) {
-    for attempt in 1..=3u32 {
-        match crate::client::request_run(bus, target, false).await {
-            Ok(accepted) => {
-                tracing::info!(run_id = %accepted.run_id, target, "webhook run started");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(target, attempt, error.message = %e, "webhook run not accepted");
-                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
-            }
-        }
-    }
-    tracing::error!(target, "webhook run could not be started");
 }
 
 #[cfg(test)]

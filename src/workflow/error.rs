@@ -10,14 +10,20 @@ use crate::store::StoreError;
 
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Bus(_) | StoreError::Contended { .. } | StoreError::LeaseLost { .. } => {
-                StepError::transient(ErrorKind::Nats, e.to_string(), None).with_source(e)
-            }
-            StoreError::Corrupt { .. } | StoreError::NewerVersion { .. } => {
-                StepError::permanent(ErrorKind::Decode, e.to_string()).with_source(e)
-            }
+        if unreadable(&e) {
+            StepError::permanent(ErrorKind::Decode, e.to_string()).with_source(e)
+        } else {
+            StepError::transient(ErrorKind::Nats, e.to_string(), None).with_source(e)
         }
+    }
+}
+
+/// A record no retry can read; every other store failure may pass.
+fn unreadable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Shared(shared) => unreadable(shared),
+        StoreError::Corrupt { .. } | StoreError::NewerVersion { .. } => true,
+        StoreError::Bus(_) | StoreError::Contended { .. } | StoreError::LeaseLost { .. } => false,
     }
 }
 

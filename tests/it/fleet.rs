@@ -1,9 +1,11 @@
 //! A run travels from trigger to GitHub issues: exactly one issue per open finding across
-//! runs, fixes and regressions, with two workers side by side and a worker killed mid-run.
+//! runs, fixes and regressions, with two workers side by side and a worker killed mid-run;
+//! the run's counters, committed in batches by each worker, end every run exactly once.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use repo_guardian::store::runs::RunStatus;
+use repo_guardian::store::runs::{IssueCounts, RepoOutcome, RunRecord, RunStatus, RunStore};
 
 use crate::helpers::{Harness, open_and_duplicates};
 
@@ -164,4 +166,101 @@ async fn a_nats_restart_mid_run_loses_nothing_and_duplicates_nothing() {
     );
     let again = h.run("org:restart-org", false).await;
     assert_eq!(again.issues.writes(), 0, "{again:?}");
+}
+
+/// A run of `repos` planned in `guardian_runs` (no worker involved), as `plan` records it.
+async fn planned_run(h: &Harness, target: &str, repos: &[String]) -> (RunStore, String) {
+    let settings = crate::helpers::settings_for(&h.nats.url);
+    repo_guardian::bus::provision::provision(&h.bus, &settings)
+        .await
+        .expect("provision");
+    let runs = RunStore::new(h.bus.kv("guardian_runs").await.unwrap());
+    let run_id = uuid::Uuid::now_v7().to_string();
+    runs.create(&RunRecord::new(&run_id, target, false))
+        .await
+        .unwrap();
+    runs.add_repos(&run_id, repos).await.unwrap();
+    runs.update(&run_id, |r| {
+        r.status = RunStatus::Running;
+        r.repos_total = repos.len() as u32;
+        true
+    })
+    .await
+    .unwrap();
+    (runs, run_id)
+}
+
+fn reconciled_with_one_issue() -> RepoOutcome {
+    RepoOutcome::Reconciled {
+        findings: 1,
+        applied: IssueCounts {
+            created: 1,
+            ..Default::default()
+        },
+        planned: IssueCounts::default(),
+        actions: vec![],
+        unknown: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_counted_twice_neither_ends_its_run_early_nor_skews_its_counts() {
+    let h = Harness::start().await;
+    let repos = vec!["twice/a".to_string(), "twice/b".to_string()];
+    let (runs, run_id) = planned_run(&h, "org:twice", &repos).await;
+    let done = reconciled_with_one_issue();
+
+    // A redelivery after a crash completes `a` twice: its count is made twice, so the
+    // counters say 2 of 2 while `b` is still pending.
+    assert!(
+        runs.complete_repo(&run_id, "twice/a", &done)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        runs.complete_repo(&run_id, "twice/a", &done)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mid = runs.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(mid.status, RunStatus::Running, "{mid:?}");
+    assert_eq!(
+        (mid.repos_done, mid.issues.created),
+        (1, 1),
+        "recounted: {mid:?}"
+    );
+
+    let last = runs
+        .complete_repo(&run_id, "twice/b", &done)
+        .await
+        .unwrap()
+        .expect("the last repository ends the run");
+    assert_eq!(last.status, RunStatus::Succeeded);
+    assert_eq!(
+        (last.repos_done, last.findings, last.issues.created),
+        (2, 2, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repositories_settling_at_once_on_two_workers_end_their_run_exactly_once() {
+    let h = Harness::start().await;
+    let repos: Vec<String> = (0..300).map(|i| format!("busy/r{i:03}")).collect();
+    let (runs, run_id) = planned_run(&h, "org:busy", &repos).await;
+    // Two stores, as two workers have: each commits its own batches of counts.
+    let other = RunStore::new(h.bus.kv("guardian_runs").await.unwrap());
+    let done = reconciled_with_one_issue();
+    let settled = futures::future::join_all(repos.iter().enumerate().map(|(i, repo)| {
+        let store = if i % 2 == 0 { &runs } else { &other };
+        let (run_id, done) = (&run_id, &done);
+        async move { store.complete_repo(run_id, repo, done).await.unwrap() }
+    }))
+    .await;
+    let finals: Vec<&RunRecord> = settled.iter().flatten().collect();
+    assert_eq!(finals.len(), 1, "exactly one completion ends the run");
+    let record = runs.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Succeeded);
+    assert_eq!((record.repos_done, record.issues.created), (300, 300));
 }

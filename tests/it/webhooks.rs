@@ -219,3 +219,123 @@ async fn twenty_pushes_in_two_seconds_across_two_workers_start_one_scan() {
         (1, 0)
     );
 }
+
+#[tokio::test]
+async fn a_webhook_run_is_one_trace_from_the_delivery_to_its_steps() {
+    let sink = otlp_sink::OtlpSink::start().await;
+    let mut h = webhook_harness(
+        "0s",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .await;
+    h.double.add_org("octo");
+    h.seed_repo("octo", "hello", false, Some(1));
+    h.spawn_worker().await;
+
+    let (status, text) = deliver(&h, 0, "push", "traced-1", push("octo/hello"), None).await;
+    assert_eq!(status, 202, "{text}");
+    let runs = h
+        .wait_for_final_runs("octo/hello", 1, Duration::from_secs(60))
+        .await;
+    let run_id = runs[0].run_id.clone();
+
+    // The delivery's span, the run request's span and plan, scan and reconcile.
+    let is_delivery = |s: &otlp_sink::ReceivedSpan| s.attribute("delivery") == Some("traced-1");
+    let of_run = |s: &otlp_sink::ReceivedSpan| s.attribute("run_id") == Some(run_id.as_str());
+    let spans = sink
+        .wait_for_spans(Duration::from_secs(20), |spans| {
+            spans.iter().any(is_delivery) && spans.iter().filter(|s| of_run(s)).count() >= 3
+        })
+        .await;
+    let delivery = spans
+        .iter()
+        .find(|s| is_delivery(s) && s.name == "webhook")
+        .unwrap_or_else(|| panic!("no span of the delivery among {spans:#?}"));
+    let steps: Vec<_> = spans.iter().filter(|s| of_run(s)).collect();
+    assert!(steps.len() >= 3, "step spans of the run: {steps:#?}");
+    for step in &steps {
+        assert_eq!(
+            step.trace_id, delivery.trace_id,
+            "step {} is not in the delivery's trace",
+            step.name
+        );
+    }
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "guardian.run" && s.trace_id == delivery.trace_id),
+        "the run request continues the delivery's trace"
+    );
+}
+
+#[tokio::test]
+async fn a_scan_pending_in_its_window_survives_the_worker_that_opened_it() {
+    let mut h = webhook_harness("3s", &[]).await;
+    h.double.add_org("octo");
+    h.seed_repo("octo", "hello", false, Some(1));
+    h.spawn_worker().await;
+    h.spawn_worker().await;
+
+    let (status, text) = deliver(&h, 0, "push", "orphan-1", push("octo/hello"), None).await;
+    assert_eq!((status, outcome(&text).as_str()), (202, "queued"), "{text}");
+    // Killed inside the window: the worker that opened it never fires anything.
+    h.kill_worker(0);
+    assert!(
+        h.runs_of("octo/hello").await.is_empty(),
+        "scanned before the window ended"
+    );
+
+    let runs = h
+        .wait_for_final_runs("octo/hello", 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        open_and_duplicates(&h.issues("octo", &["hello".into()])),
+        (1, 0),
+        "the surviving worker scanned and filed the finding"
+    );
+}
+
+#[tokio::test]
+async fn a_push_during_an_active_run_of_its_repository_gets_a_run_of_its_own() {
+    let mut h = webhook_harness("0s", &[]).await;
+    h.double.add_org("octo");
+    h.seed_repo("octo", "hello", false, Some(1));
+    // Slow enough that the second push arrives while the first run is still active.
+    h.double.set_latency(Duration::from_millis(300));
+    h.spawn_worker().await;
+
+    let (status, _) = deliver(&h, 0, "push", "active-1", push("octo/hello"), None).await;
+    assert_eq!(status, 202);
+    let first = loop {
+        if let Some(run) = h.runs_of("octo/hello").await.into_iter().next() {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, _) = deliver(&h, 0, "push", "active-2", push("octo/hello"), None).await;
+    assert_eq!(status, 202);
+    assert!(
+        !h.runs_of("octo/hello").await[0].status.is_final(),
+        "the second push must land while {} is active",
+        first.run_id
+    );
+
+    let runs = h
+        .wait_for_final_runs("octo/hello", 2, Duration::from_secs(60))
+        .await;
+    assert_eq!(runs.len(), 2, "one run per push: {runs:#?}");
+    // The second push's run began after the first ended, so it read what was pushed.
+    let first_ended = runs[0].finished_at.expect("final runs have ended");
+    assert!(
+        runs[1].created_at >= first_ended,
+        "the second run started while the first was active: {runs:#?}"
+    );
+    assert_eq!(
+        open_and_duplicates(&h.issues("octo", &["hello".into()])),
+        (1, 0)
+    );
+}
