@@ -4,10 +4,12 @@
 //! Server or the test double). On top of it this module adds what makes the fleet frugal:
 //! conditional requests against a shared ETag cache in `guardian_http` (a 304 costs no rate
 //! limit), immutable resources (trees by commit SHA) served from the cache without a
-//! request at all, rate-limit bookkeeping, and one classification of failures into
+//! request at all, the fleet-wide API budget of the token ([`budget`]: every request waits
+//! for its share of it), and one classification of failures into
 //! "retry later" and "never" ([`GithubError::retry`]). The token lives in a
 //! `SecretString` inside octocrab and never appears in errors or logs.
 
+pub mod budget;
 pub mod cache;
 pub mod issues;
 pub mod listing;
@@ -22,6 +24,8 @@ use secrecy::ExposeSecret as _;
 
 use crate::config::GithubSettings;
 use crate::telemetry::{self, CacheOutcome};
+pub use budget::Budget;
+use budget::{BudgetError, WaitKind};
 pub use cache::EtagCache;
 
 /// Whether a failed request is worth trying again, and when.
@@ -83,6 +87,27 @@ pub enum GithubError {
     },
     #[error("GitHub client configuration: {0}")]
     Config(String),
+    /// The fleet's budget for the token returns only after longer than
+    /// `github.budget.max_wait`: the request was not sent.
+    #[error(
+        "GitHub {method} {path}: not sent, the fleet's {} budget returns in {}s",
+        kind.as_str(),
+        wait.as_secs_f64().ceil()
+    )]
+    BudgetWait {
+        method: Method,
+        path: String,
+        kind: WaitKind,
+        wait: Duration,
+    },
+    /// The shared budget could not be read or claimed (NATS).
+    #[error("GitHub {method} {path}: not sent: {source}")]
+    Budget {
+        method: Method,
+        path: String,
+        #[source]
+        source: BudgetError,
+    },
 }
 
 impl GithubError {
@@ -106,6 +131,8 @@ impl GithubError {
                     Retry::Never
                 }
             }
+            GithubError::BudgetWait { wait, .. } => Retry::After(Some(*wait)),
+            GithubError::Budget { .. } => Retry::After(None),
             GithubError::Decode { .. }
             | GithubError::ForeignLink { .. }
             | GithubError::Config(_) => Retry::Never,
@@ -128,8 +155,27 @@ impl GithubError {
                 retry_after,
                 ..
             } => Some((*limit, retry_after.unwrap_or(Duration::from_secs(60)))),
+            GithubError::BudgetWait { kind, wait, .. } => Some((
+                match kind {
+                    WaitKind::Primary => Limit::Primary,
+                    _ => Limit::Secondary,
+                },
+                *wait,
+            )),
             _ => None,
         }
+    }
+
+    /// Whether a wait for budget concerns every request of the token (so the whole fleet
+    /// pauses its GitHub steps) or only writes (reads go on meanwhile).
+    pub fn pauses_fleet(&self) -> bool {
+        !matches!(
+            self,
+            GithubError::BudgetWait {
+                kind: WaitKind::Write,
+                ..
+            }
+        )
     }
 
     /// GitHub answered "not accessible": the token lacks a permission (403 without a rate
@@ -167,14 +213,13 @@ pub struct GithubClient {
     user_agent: String,
     cache: Option<EtagCache>,
     pacing: Arc<Pacing>,
+    /// The token's budget: shared by the fleet once [`GithubClient::with_budget`] gave it
+    /// the bucket, else kept by this process alone.
+    budget: Budget,
 }
 
-/// What this worker remembers to keep to GitHub's guidance on writes and secondary limits.
+/// What this worker remembers of GitHub's secondary limits.
 struct Pacing {
-    write_interval: Duration,
-    /// Held for the whole of a write: one mutating request at a time, at least
-    /// `write_interval` apart (the time of the last write is inside).
-    last_write: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     secondary_backoff: Duration,
     /// Secondary limits answered without `Retry-After` since the last success.
     secondary_strikes: std::sync::atomic::AtomicU32,
@@ -219,12 +264,29 @@ impl GithubClient {
             user_agent: settings.user_agent.clone(),
             cache,
             pacing: Arc::new(Pacing {
-                write_interval: settings.write_interval,
-                last_write: tokio::sync::Mutex::new(None),
                 secondary_backoff: settings.secondary_limit_backoff,
                 secondary_strikes: std::sync::atomic::AtomicU32::new(0),
             }),
+            budget: Budget::local(&settings.budget, settings.write_interval),
         })
+    }
+
+    /// Uses `budget` (the fleet's shared one) for every request from now on.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The identity the token's budget is kept under. One token for now; per-installation
+    /// tokens of a GitHub App will each have their own.
+    fn budget_key(&self) -> String {
+        "pat".to_string()
+    }
+
+    /// How long a write would wait for the fleet's write budget now (an estimate);
+    /// `creating` for content-creating requests (a new issue, comment or label).
+    pub async fn write_budget_wait(&self, creating: bool) -> Duration {
+        self.budget.write_wait(&self.budget_key(), creating).await
     }
 
     /// Absolute URL for an API path (`/repos/o/r`) or a full URL GitHub handed out, which
@@ -306,18 +368,11 @@ impl GithubClient {
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, GithubError> {
         let url = self.url(path)?;
-        // One write at a time per worker, `write_interval` apart: GitHub's guidance for
-        // mutating requests, and what keeps the content-creation limits from tripping.
-        let mut last_write = self.pacing.last_write.lock().await;
-        if let Some(last) = *last_write {
-            tokio::time::sleep_until(last + self.pacing.write_interval).await;
-        }
+        // The budget serialises the worker's writes, spaces them `write_interval` apart
+        // across the fleet and keeps the content-creation caps (see `budget`).
         let response = self
             .send(method.clone(), &url, HeaderMap::new(), Some(body))
-            .await;
-        *last_write = Some(tokio::time::Instant::now());
-        drop(last_write);
-        let response = response?;
+            .await?;
         telemetry::metrics().record_github_request(response.status.as_u16(), CacheOutcome::Miss);
         if !response.status.is_success() {
             return Err(self.status_error(method, &url, &response));
@@ -368,6 +423,26 @@ impl GithubClient {
         };
         let request = self.octo.build_request(builder, body).map_err(transport)?;
         drop(_enter);
+        let key = self.budget_key();
+        // Creating an issue, comment or label is a POST: GitHub's content-creation limits.
+        let creating = method == Method::POST;
+        let in_flight = self
+            .budget
+            .enter(&key, &method, creating)
+            .await
+            .map_err(|e| match e {
+                BudgetError::Wait { kind, wait } => GithubError::BudgetWait {
+                    method: method.clone(),
+                    path: path.clone(),
+                    kind,
+                    wait,
+                },
+                source => GithubError::Budget {
+                    method: method.clone(),
+                    path: path.clone(),
+                    source,
+                },
+            })?;
         let response = tracing::Instrument::instrument(self.octo.execute(request), span.clone())
             .await
             .map_err(transport)?;
@@ -375,11 +450,14 @@ impl GithubClient {
         span.record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
         record_rate_limit(&headers);
+        self.budget.observe(&key, &headers);
         let body = self
             .octo
             .body_to_string(response)
             .await
             .map_err(transport)?;
+        // In flight (and, for a write, its turn) until the whole answer has arrived.
+        drop(in_flight);
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             self.pacing.success();
         }

@@ -28,10 +28,10 @@ use crate::bus::consumer::{DeadLettered, StepHandler};
 use crate::bus::envelope::{Envelope, Task};
 use crate::bus::events::{self, Event};
 use crate::bus::flags::Flags;
-use crate::bus::{Bus, HTTP_BUCKET, LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step};
+use crate::bus::{BUDGET_BUCKET, Bus, HTTP_BUCKET, LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step};
 use crate::config::Settings;
 use crate::domain::RepoRef;
-use crate::github::{EtagCache, GithubClient};
+use crate::github::{Budget, EtagCache, GithubClient};
 use crate::policy::Selection;
 use crate::store::leases::LeaseStore;
 use crate::store::repos::RepoStore;
@@ -67,7 +67,18 @@ impl Workflow {
             true => Some(EtagCache::new(bus.kv(HTTP_BUCKET).await?)),
             false => None,
         };
-        let github = GithubClient::new(&settings.github, cache)?;
+        let worker_id = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            uuid::Uuid::now_v7().simple()
+        );
+        let budget = Budget::shared(
+            bus.kv(BUDGET_BUCKET).await?,
+            &settings.github.budget,
+            settings.github.write_interval,
+            &worker_id,
+        );
+        let github = GithubClient::new(&settings.github, cache)?.with_budget(budget);
         Ok(Arc::new(Workflow {
             runs: RunStore::new(bus.kv(RUNS_BUCKET).await?),
             repos: RepoStore::new(bus.kv(REPOS_BUCKET).await?),
@@ -77,11 +88,7 @@ impl Workflow {
             bus,
             settings,
             flags,
-            worker_id: format!(
-                "{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
-                uuid::Uuid::now_v7().simple()
-            ),
+            worker_id,
         }))
     }
 
