@@ -106,19 +106,10 @@ pub fn points(method: &http::Method) -> u32 {
     }
 }
 
-/// A token's label as a key token of the bucket (`[A-Za-z0-9_-]`), so any identity
-/// (`pat`, `installation:42`) maps to a valid key.
+/// A token's label as a key token of the bucket, so any identity (`pat`,
+/// `installation:42`) maps to a valid key.
 pub fn budget_key(identity: &str) -> String {
-    identity
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    store::key_token(identity)
 }
 
 fn now_ms() -> u64 {
@@ -928,7 +919,7 @@ mod tests {
     #[test]
     fn token_labels_are_key_tokens() {
         assert_eq!(budget_key("pat"), "pat");
-        assert_eq!(budget_key("installation:42"), "installation_42");
+        assert_eq!(budget_key("installation:42"), "installation=3A42");
     }
 
     fn settings() -> BudgetSettings {

@@ -149,13 +149,17 @@ async fn reconcile_locked(
         }
     }
 
-    for action in actions {
+    let total = actions.len();
+    let mut deferred = false;
+    for (done, action) in actions.into_iter().enumerate() {
         // The kill switch is read before every write, so it takes effect mid-repository.
         let writing = write(wf);
         if writing {
             // Renewing is a compare-and-set at the held revision: a lease that expired
             // while this worker stalled cannot be renewed, so nothing more is written.
             wf.leases.renew(lease).await?;
+            let creating = matches!(action, Action::Create(_));
+            deferred |= note_budget_wait(wf, run_id, repo, creating, total - done).await?;
         }
         let (event, kind, number) = apply(wf, task, &action, writing).await?;
         let action_name = kind.as_str();
@@ -185,6 +189,10 @@ async fn reconcile_locked(
         }
     }
 
+    if deferred {
+        wf.runs.writes_done(run_id, &repo.full_name()).await?;
+    }
+
     let open: Vec<String> = task.findings.iter().map(|f| f.fingerprint()).collect();
     // Fenced: refused when the lease moved on or a newer holder already wrote the map.
     wf.repos
@@ -211,6 +219,33 @@ async fn reconcile_locked(
         planned,
         actions: taken,
     }))
+}
+
+/// A write waiting longer than this for the fleet's write budget is a deferred write;
+/// shorter waits are the ordinary spacing of writes.
+const DEFERRED_AFTER: Duration = Duration::from_secs(2);
+
+/// Notes on the run that the repository's `remaining` writes wait for the write budget,
+/// when the next one would wait longer than [`DEFERRED_AFTER`]; `true` when noted. The
+/// note stays while they wait in this worker or, for a longer wait, in the queue, and is
+/// removed once they are written.
+async fn note_budget_wait(
+    wf: &Workflow,
+    run_id: &str,
+    repo: &crate::domain::RepoRef,
+    creating: bool,
+    remaining: usize,
+) -> Result<bool, StepError> {
+    let wait = wf.github.write_budget_wait(creating).await;
+    if wait < DEFERRED_AFTER {
+        return Ok(false);
+    }
+    let resume_at = time::OffsetDateTime::now_utc() + wait;
+    let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+    wf.runs
+        .defer_writes(run_id, &repo.full_name(), remaining, resume_at)
+        .await?;
+    Ok(true)
 }
 
 /// The title an action is about: the new content's, or the closed issue's.

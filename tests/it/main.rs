@@ -1,6 +1,7 @@
 //! Integration tests: real `nats-server`, real `guardian worker` processes, the GitHub
 //! double. One binary, shared helpers.
 
+mod budget;
 mod cli;
 mod compat;
 mod docs;
