@@ -155,11 +155,12 @@ async fn reconcile_locked(
         // The kill switch is read before every write, so it takes effect mid-repository.
         let writing = write(wf);
         if writing {
+            // Wait for the write budget first, so the lease is renewed just before the write.
+            let creating = matches!(action, Action::Create(_));
+            deferred |= wait_for_write_budget(wf, run_id, repo, creating, total - done).await?;
             // Renewing is a compare-and-set at the held revision: a lease that expired
             // while this worker stalled cannot be renewed, so nothing more is written.
             wf.leases.renew(lease).await?;
-            let creating = matches!(action, Action::Create(_));
-            deferred |= note_budget_wait(wf, run_id, repo, creating, total - done).await?;
         }
         let (event, kind, number) = apply(wf, task, &action, writing).await?;
         let action_name = kind.as_str();
@@ -225,11 +226,12 @@ async fn reconcile_locked(
 /// shorter waits are the ordinary spacing of writes.
 const DEFERRED_AFTER: Duration = Duration::from_secs(2);
 
-/// Notes on the run that the repository's `remaining` writes wait for the write budget,
-/// when the next one would wait longer than [`DEFERRED_AFTER`]; `true` when noted. The
-/// note stays while they wait in this worker or, for a longer wait, in the queue, and is
-/// removed once they are written.
-async fn note_budget_wait(
+/// Waits until the next write is likely to find budget (up to `github.budget.max_wait`;
+/// a longer wait is left to the write, which hands the step back to the queue). When the
+/// wait is longer than [`DEFERRED_AFTER`], notes on the run that the repository's
+/// `remaining` writes are deferred and returns `true`; the note stays while they wait in
+/// this worker or in the queue, and is removed once they are written.
+async fn wait_for_write_budget(
     wf: &Workflow,
     run_id: &str,
     repo: &crate::domain::RepoRef,
@@ -245,6 +247,9 @@ async fn note_budget_wait(
     wf.runs
         .defer_writes(run_id, &repo.full_name(), remaining, resume_at)
         .await?;
+    if wait <= wf.settings.github.budget.max_wait {
+        tokio::time::sleep(wait).await;
+    }
     Ok(true)
 }
 
