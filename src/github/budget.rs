@@ -341,7 +341,7 @@ pub fn claim_write(state: &mut WriteState, limits: &Limits, now: u64, creating: 
 
 /// Where the shared state lives.
 enum Shared {
-    Kv(kv::Store),
+    Kv(Box<kv::Store>),
     /// This process only: a client without NATS (and unit tests) keeps the same arithmetic
     /// for itself.
     Local(StdMutex<HashMap<String, Vec<u8>>>),
@@ -479,7 +479,12 @@ impl Budget {
         write_interval: Duration,
         worker: &str,
     ) -> Budget {
-        Budget::with(Shared::Kv(store), settings, write_interval, worker)
+        Budget::with(
+            Shared::Kv(Box::new(store)),
+            settings,
+            write_interval,
+            worker,
+        )
     }
 
     /// A budget kept by this process alone (no NATS).

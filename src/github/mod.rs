@@ -283,6 +283,35 @@ impl GithubClient {
         "pat".to_string()
     }
 
+    /// Waits for the budget of a request of `method` (a POST creates content).
+    async fn admit(&self, key: &str, method: &Method) -> Result<budget::InFlight, BudgetError> {
+        self.budget
+            .enter(key, method, *method == Method::POST)
+            .await
+    }
+
+    /// Runs `work` with its first write admitted by the budget beforehand: `work` starts
+    /// once the write may go out, so a fence checked at its start (a lease renewed) is not
+    /// followed by a wait for budget before the write. `creating` for a POST.
+    pub async fn with_write_admitted<T>(
+        &self,
+        creating: bool,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, GithubError> {
+        let method = if creating {
+            Method::POST
+        } else {
+            Method::PATCH
+        };
+        let in_flight = self
+            .admit(&self.budget_key(), &method)
+            .await
+            .map_err(|e| e.for_request(&method, "(admitted ahead)"))?;
+        Ok(ADMITTED
+            .scope(std::sync::Mutex::new(Some((method, in_flight))), work)
+            .await)
+    }
+
     /// How long a write would wait for the fleet's write budget now (an estimate);
     /// `creating` for content-creating requests (a new issue, comment or label).
     pub async fn write_budget_wait(&self, creating: bool) -> Duration {
@@ -424,25 +453,21 @@ impl GithubClient {
         let request = self.octo.build_request(builder, body).map_err(transport)?;
         drop(_enter);
         let key = self.budget_key();
-        // Creating an issue, comment or label is a POST: GitHub's content-creation limits.
-        let creating = method == Method::POST;
-        let in_flight = self
-            .budget
-            .enter(&key, &method, creating)
-            .await
-            .map_err(|e| match e {
-                BudgetError::Wait { kind, wait } => GithubError::BudgetWait {
-                    method: method.clone(),
-                    path: path.clone(),
-                    kind,
-                    wait,
-                },
-                source => GithubError::Budget {
-                    method: method.clone(),
-                    path: path.clone(),
-                    source,
-                },
-            })?;
+        // A write admitted ahead (see `with_write_admitted`) uses its admission when it is
+        // the kind admitted; another kind frees it (and the worker's write turn) first.
+        let admitted = match method {
+            Method::GET => None,
+            _ => ADMITTED.try_with(|a| a.lock().ok()?.take()).ok().flatten(),
+        };
+        let in_flight = match admitted {
+            Some((admitted_for, in_flight)) if admitted_for == method => in_flight,
+            other => {
+                drop(other);
+                self.admit(&key, &method)
+                    .await
+                    .map_err(|e| e.for_request(&method, &path))?
+            }
+        };
         let response = tracing::Instrument::instrument(self.octo.execute(request), span.clone())
             .await
             .map_err(transport)?;
@@ -496,6 +521,30 @@ impl GithubClient {
             method: method.clone(),
             path: url_path(url),
             message: message.to_string(),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// A write's budget admission taken ahead by [`GithubClient::with_write_admitted`],
+    /// used by the first write of the task.
+    static ADMITTED: std::sync::Mutex<Option<(Method, budget::InFlight)>>;
+}
+
+impl BudgetError {
+    fn for_request(self, method: &Method, path: &str) -> GithubError {
+        match self {
+            BudgetError::Wait { kind, wait } => GithubError::BudgetWait {
+                method: method.clone(),
+                path: path.to_string(),
+                kind,
+                wait,
+            },
+            source => GithubError::Budget {
+                method: method.clone(),
+                path: path.to_string(),
+                source,
+            },
         }
     }
 }

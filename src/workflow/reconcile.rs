@@ -154,15 +154,22 @@ async fn reconcile_locked(
     for (done, action) in actions.into_iter().enumerate() {
         // The kill switch is read before every write, so it takes effect mid-repository.
         let writing = write(wf);
-        if writing {
-            // Wait for the write budget first, so the lease is renewed just before the write.
+        let (event, kind, number) = if writing {
             let creating = matches!(action, Action::Create(_));
             deferred |= wait_for_write_budget(wf, run_id, repo, creating, total - done).await?;
-            // Renewing is a compare-and-set at the held revision: a lease that expired
-            // while this worker stalled cannot be renewed, so nothing more is written.
-            wf.leases.renew(lease).await?;
-        }
-        let (event, kind, number) = apply(wf, task, &action, writing).await?;
+            // The write's budget is taken first, so that nothing waits between renewing
+            // the lease and the write. Renewing is a compare-and-set at the held revision:
+            // a lease that expired while this worker stalled cannot be renewed, so nothing
+            // more is written.
+            wf.github
+                .with_write_admitted(creating, async {
+                    wf.leases.renew(lease).await?;
+                    apply(wf, task, &action, writing).await
+                })
+                .await??
+        } else {
+            apply(wf, task, &action, writing).await?
+        };
         let action_name = kind.as_str();
         let counts = if writing { &mut applied } else { &mut planned };
         counts.count(kind);
