@@ -9,6 +9,12 @@
 //!   into a `run:` script or an `actions/github-script` `script:`, where it becomes code.
 //!   Passing the value through `env:` and using `"$VAR"` is the fix and is not reported.
 //!
+//! - **privileged trigger**: a workflow triggered by `pull_request_target`, `workflow_run`
+//!   or `issue_comment` (the triggers zizmor's *dangerous-triggers* names) with neither of
+//!   the above: it runs with secrets and a write token on events anyone can cause, so it
+//!   is reported at medium severity for an owner to review once and suppress
+//!   (`accepted-risk`), unless the `privileged_triggers` option is `false`.
+//!
 //! A workflow file that does not parse is reported here too, with the parser's message and
 //! line: what cannot be read cannot be shown safe.
 
@@ -16,8 +22,8 @@ use std::collections::BTreeMap;
 
 use github_actions_models::common::Uses;
 
-use super::PolicyOptions;
 use super::workflows::{self, Document, Report, StepKind, WorkflowCheck, expr};
+use super::{OptionError, PolicyOptions, parse_options};
 use crate::domain::{Finding, Severity};
 
 pub(crate) const ID: &str = "dangerous-workflow";
@@ -53,6 +59,26 @@ const HEAD_MARKERS: &[&str] = &[
     "github.event.workflow_run.head_commit.id",
 ];
 
+/// Triggers that run with the base repository's secrets and a write token on events
+/// anyone can cause (a pull request from a fork, a comment).
+const PRIVILEGED_TRIGGERS: &[&str] = &["pull_request_target", "workflow_run", "issue_comment"];
+
+/// The policy's options.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Options {
+    /// Report workflows on privileged triggers even when no dangerous step is found.
+    privileged_triggers: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            privileged_triggers: true,
+        }
+    }
+}
+
 /// Shell commands that fetch or check out a pull request's code.
 const CHECKOUT_COMMANDS: &[&str] = &["gh pr checkout", "git fetch origin pull/", "pull/${{"];
 
@@ -63,7 +89,14 @@ impl WorkflowCheck for DangerousWorkflow {
     const DESCRIPTION: &'static str = "Workflows never run a pull request's code with privileges, nor expand attacker-controlled text into scripts.";
     const SEVERITY: Severity = Severity::Critical;
 
-    fn check(&self, report: &Report<'_>, _: &PolicyOptions) -> Vec<Finding> {
+    fn validate(&self, options: &PolicyOptions) -> Result<(), OptionError> {
+        parse_options::<Options>(options).map(drop)
+    }
+
+    fn check(&self, report: &Report<'_>, options: &PolicyOptions) -> Vec<Finding> {
+        // Options are validated at start-up; should invalid ones slip through, the
+        // stricter default applies.
+        let options: Options = parse_options(options).unwrap_or_default();
         let source = report.source;
         if let Document::Invalid {
             message,
@@ -75,6 +108,10 @@ impl WorkflowCheck for DangerousWorkflow {
         }
         let mut out = Self::untrusted_checkouts(report);
         out.extend(Self::injections(report));
+        // The specific findings already explain the trigger's danger.
+        if out.is_empty() && options.privileged_triggers {
+            out.extend(Self::privileged_trigger(report));
+        }
         out
     }
 }
@@ -99,6 +136,80 @@ impl DangerousWorkflow {
             ),
             at,
         )
+    }
+
+    /// A workflow on a privileged trigger with no dangerous step found: worth one review.
+    fn privileged_trigger(report: &Report<'_>) -> Option<Finding> {
+        let source = report.source;
+        let Document::Workflow(workflow) = &source.document else {
+            return None;
+        };
+        let events = &workflow.on.events;
+        let present = [
+            events.pull_request_target.is_present(),
+            events.workflow_run.is_present(),
+            events.issue_comment.is_present(),
+        ];
+        let triggers: Vec<&str> = PRIVILEGED_TRIGGERS
+            .iter()
+            .zip(present)
+            .filter_map(|(t, on)| on.then_some(*t))
+            .collect();
+        if triggers.is_empty() || Self::only_labels(source, &triggers) {
+            return None;
+        }
+        let whole = source.locator.whole();
+        let on = source.locator.child(&whole, "on").unwrap_or(whole);
+        let at = triggers
+            .iter()
+            .find_map(|t| source.locator.find(&on, t))
+            .unwrap_or_else(|| source.locator.start_of(&on));
+        let details = format!(
+            "`{}` runs on {}: the workflow gets the repository's secrets and a token that \
+             can write, on events that anyone who can open a pull request or write a \
+             comment can cause. No checkout of pull request code and no attacker text \
+             expanded into a script was found, so this is not known to be exploitable; \
+             it is reported once so that someone reviews it, because a later edit that \
+             adds either turns it into a takeover.\n\n{}",
+            source.path,
+            workflows::code_list(triggers.iter().copied()),
+            source.quote(&[at.0])
+        );
+        let mut finding = report.finding(
+            &format!("privileged-trigger:{}", source.path),
+            format!(
+                "`{}` runs with privileges on {}",
+                source.path,
+                triggers.join(", ")
+            ),
+            details,
+            format!(
+                "1. If the workflow needs neither secrets nor a write token, use `pull_request` \
+                 (or `issue_comment` without secrets) instead.\n\
+                 2. Otherwise give its token only the permissions it needs (`permissions:`), \
+                 never check out or run the pull request's code, and pass event text to \
+                 scripts only through `env:`.\n\
+                 3. Once reviewed, suppress this finding in `.github/repo-guardian.yml` with \
+                 `reason: accepted-risk` and a note saying why the trigger is needed; the \
+                 other `dangerous-workflow` findings still apply to the file.\n\n{REMEDIATION}"
+            ),
+            at,
+        );
+        finding.severity = Severity::Medium;
+        Some(finding)
+    }
+
+    /// `actions/labeler` on `pull_request_target` is the use GitHub documents for the
+    /// trigger: it reads the changed paths through the API and runs nothing of the pull
+    /// request. A workflow that does only that is not worth a review (zizmor agrees).
+    fn only_labels(source: &workflows::Source<'_>, triggers: &[&str]) -> bool {
+        let steps = source.steps();
+        triggers == ["pull_request_target"]
+            && !steps.is_empty()
+            && steps.iter().all(|step| {
+                matches!(&step.kind, StepKind::Uses { uses: Uses::Repository(r), .. }
+                    if r.slug().eq_ignore_ascii_case("actions/labeler"))
+            })
     }
 
     fn untrusted_checkouts(report: &Report<'_>) -> Vec<Finding> {
@@ -168,8 +279,8 @@ impl DangerousWorkflow {
 
     fn injections(report: &Report<'_>) -> Vec<Finding> {
         let source = report.source;
-        let text_inputs = source.text_inputs();
-        let inputs = text_inputs.as_deref();
+        let fixed_inputs = source.fixed_inputs();
+        let inputs = fixed_inputs.as_slice();
         // (job, context) → where and how it is expanded.
         let mut found: BTreeMap<(String, String), Injection> = BTreeMap::new();
         for step in source.steps() {
@@ -394,7 +505,64 @@ mod tests {
         );
         let base_only = "on: pull_request_target\njobs:\n  label:\n    runs-on: x\n    \
              steps:\n      - uses: actions/checkout@v4\n      - run: echo labelling\n";
-        assert!(workflow(base_only).is_empty());
+        // Checking out the base is not running the pull request's code: only the trigger
+        // itself is reported.
+        assert_eq!(
+            workflow(base_only),
+            ["privileged-trigger:.github/workflows/w.yml"]
+        );
+    }
+
+    #[test]
+    fn privileged_triggers_alone_are_one_medium_finding_unless_switched_off() {
+        use super::super::test_support::{keys_with, options};
+        let labeler = "name: label\non:\n  pull_request_target:\n    types: [opened]\n\
+             permissions:\n  pull-requests: write\njobs:\n  label:\n    runs-on: x\n    \
+             steps:\n      - uses: actions/first-interaction@v1\n";
+        let snap = snapshot().file(".github/workflows/w.yml", labeler).build();
+        let findings = Workflows(DangerousWorkflow).evaluate(&snap, &PolicyOptions::new());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(
+            findings[0].key,
+            "privileged-trigger:.github/workflows/w.yml"
+        );
+        assert_eq!(findings[0].severity, Severity::Medium);
+        let at = findings[0].location.as_ref().expect("located");
+        assert_eq!((at.line, at.column), (3, 3), "points at the trigger");
+        assert!(findings[0].remediation.contains("accepted-risk"));
+        let off = keys_with(
+            &Workflows(DangerousWorkflow),
+            &snap,
+            &options(serde_json::json!({ "privileged_triggers": false })),
+        );
+        assert!(off.is_empty(), "{off:?}");
+        // Only `actions/labeler` on `pull_request_target` is the documented safe use.
+        assert!(workflow(&labeler.replace("first-interaction@v1", "labeler@v5")).is_empty());
+        // A comment bot is privileged too; a `pull_request` workflow is not.
+        assert_eq!(
+            workflow(
+                "on: issue_comment\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo hi\n"
+            ),
+            ["privileged-trigger:.github/workflows/w.yml"]
+        );
+        assert!(
+            workflow(
+                "on: pull_request\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo hi\n"
+            )
+            .is_empty()
+        );
+        // The specific finding replaces the general one.
+        assert_eq!(
+            workflow(
+                "on: issue_comment\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"${{ github.event.comment.body }}\"\n"
+            ),
+            ["injection:.github/workflows/w.yml:a:github.event.comment.body"]
+        );
+        assert!(
+            Workflows(DangerousWorkflow)
+                .validate_options(&options(serde_json::json!({ "privileged_triggers": "no" })))
+                .is_err()
+        );
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl WorkflowPermissions {
             let details = format!("{evidence}\n\n{}", source.quote(&[at.0]));
             report.finding(&key, title, details, REMEDIATION.to_owned(), at)
         };
-        if is_default(&workflow.permissions) {
+        // A workflow run only by `workflow_call` gets its caller's token, which it can only
+        // narrow: the caller is where the permissions are set (and checked).
+        let called_only =
+            workflow.on.events.workflow_call.is_present() && workflow.on.events.count() == 1;
+        if is_default(&workflow.permissions) && !called_only {
             let bare: Vec<&str> = workflow
                 .jobs
                 .iter()
@@ -191,6 +195,16 @@ mod tests {
         );
         assert!(workflow(&every_job_set).is_empty());
         assert!(workflow(&format!("on: push\npermissions: {{}}\njobs:\n  a:\n{JOB}")).is_empty());
+    }
+
+    #[test]
+    fn a_reusable_workflow_takes_its_callers_permissions() {
+        assert!(workflow(&format!("on: workflow_call\njobs:\n  a:\n{JOB}")).is_empty());
+        // Callable and also run on its own: its own runs get the default token.
+        assert_eq!(
+            workflow(&format!("on: [workflow_call, push]\njobs:\n  a:\n{JOB}")),
+            ["default-permissions:.github/workflows/w.yml"]
+        );
     }
 
     #[test]

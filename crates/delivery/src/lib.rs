@@ -20,12 +20,21 @@ pub const VECTOR_IMAGE: &str = "docker.io/timberio/vector@sha256:001122334455667
 /// The three environments, in promotion order.
 pub const ENVS: [&str; 3] = ["dev", "staging", "prod"];
 
-/// The repository root (this crate lives in `crates/delivery`).
+/// The repository root (this crate lives in `crates/delivery`): the working directory's
+/// nearest ancestor with a `flake.nix` — cargo runs tests in the package's directory, and
+/// a build directory shared between checkouts may hold a copy of this crate compiled in
+/// another checkout — else where this crate was compiled.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
+    let compiled = || Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .find(|d| d.join("flake.nix").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(compiled);
+    root.canonicalize().expect("repository root")
 }
 
 /// Serializes every use of Nix in this process and warms it up once.

@@ -22,9 +22,19 @@ pub fn default_spec_path() -> PathBuf {
     repo_root().join("node_modules/@octokit/openapi/generated/api.github.com.json")
 }
 
-/// The repository root, two levels above this crate's manifest.
+/// The repository root: the nearest ancestor of the working directory (cargo runs tests in
+/// the package's directory) that holds this crate, else two levels above the manifest this
+/// crate was compiled from. The working directory comes first because a build directory
+/// shared between checkouts may hold a copy compiled in another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .find(|dir| dir.join("crates/github-double/Cargo.toml").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
 #[derive(Debug, Clone)]

@@ -52,13 +52,14 @@ fn closing(s: &str) -> Option<usize> {
     None
 }
 
-/// What the policies know about a workflow's inputs: names of inputs whose values are
-/// free text (`type: string`, the default). `None` means every input is text (composite
-/// actions, whose inputs are always strings).
-pub(crate) type TextInputs<'a> = Option<&'a [String]>;
+/// What the policies know about a workflow's inputs: names of inputs declared with a type
+/// that cannot carry text (`boolean`, `number`, `choice`, `environment`). Every other
+/// input — declared `string` (the default), or not declared where it is used — is text.
+/// Composite actions' inputs are always strings: their list is empty.
+pub(crate) type FixedInputs<'a> = &'a [String];
 
 /// The attacker-controlled contexts `inner` reads, unless its result is a boolean.
-pub(crate) fn tainted(inner: &str, text_inputs: TextInputs<'_>) -> Vec<String> {
+pub(crate) fn tainted(inner: &str, fixed_inputs: FixedInputs<'_>) -> Vec<String> {
     let tokens = tokenize(inner);
     // A comparison or negation at the top level yields a boolean.
     if tokens
@@ -75,7 +76,7 @@ pub(crate) fn tainted(inner: &str, text_inputs: TextInputs<'_>) -> Vec<String> {
                     .functions
                     .iter()
                     .any(|f| BOOLEAN_FUNCTIONS.contains(&f.as_str()))
-                    && attacker_controlled(path, text_inputs) =>
+                    && attacker_controlled(path, fixed_inputs) =>
             {
                 Some(path.clone())
             }
@@ -275,20 +276,25 @@ const FIXED_FIELDS: &[&str] = &[
 ];
 
 /// Whether the context `path` (normalised) may hold attacker-chosen text.
-pub(crate) fn attacker_controlled(path: &str, text_inputs: TextInputs<'_>) -> bool {
-    let input_is_text = |name: &str| match text_inputs {
-        None => true,
-        Some(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
-    };
+pub(crate) fn attacker_controlled(path: &str, fixed_inputs: FixedInputs<'_>) -> bool {
+    let input_is_text = |name: &str| !fixed_inputs.iter().any(|n| n.eq_ignore_ascii_case(name));
     if let Some(name) = path.strip_prefix("inputs.") {
         return input_is_text(name.split('.').next().unwrap_or(name));
     }
     if let Some(name) = path.strip_prefix("github.event.inputs.") {
         return input_is_text(name.split('.').next().unwrap_or(name));
     }
+    // Logins (`github.actor`, like `sender.login` below) are letters, digits and hyphens
+    // on github.com today, but nothing in the payload promises a format (bots are
+    // `name[bot]`, Enterprise Server maps directory names): they are text.
     if matches!(
         path,
-        "github.head_ref" | "github.ref" | "github.ref_name" | "github.base_ref"
+        "github.head_ref"
+            | "github.ref"
+            | "github.ref_name"
+            | "github.base_ref"
+            | "github.actor"
+            | "github.triggering_actor"
     ) {
         return true;
     }
@@ -314,7 +320,7 @@ mod tests {
     use super::*;
 
     fn flagged(inner: &str) -> bool {
-        !tainted(inner, Some(&["name".to_owned()])).is_empty()
+        !tainted(inner, &["count".to_owned()]).is_empty()
     }
 
     #[test]
@@ -346,6 +352,9 @@ mod tests {
             "format('{0}', github.event.issue.title)",
             "github.event.issue.title || 'untitled'",
             "github.event['issue']['title']",
+            "github.actor",
+            "github.triggering_actor",
+            "github.event.sender.login",
         ] {
             assert!(flagged(inner), "{inner}");
         }
@@ -375,7 +384,12 @@ mod tests {
     }
 
     #[test]
-    fn composite_inputs_are_always_text() {
-        assert_eq!(tainted("inputs.anything", None), ["inputs.anything"]);
+    fn inputs_are_text_unless_declared_otherwise() {
+        assert_eq!(tainted("inputs.anything", &[]), ["inputs.anything"]);
+        assert_eq!(
+            tainted("github.event.inputs.undeclared", &["count".to_owned()]),
+            ["github.event.inputs.undeclared"]
+        );
+        assert!(tainted("inputs.COUNT", &["count".to_owned()]).is_empty());
     }
 }

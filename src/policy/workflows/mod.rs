@@ -281,32 +281,33 @@ impl<'a> Source<'a> {
         out
     }
 
-    /// Names of the workflow's inputs that carry free text (`workflow_dispatch` and
-    /// `workflow_call` inputs of type string, the default); `None` for an action, whose
-    /// inputs are all text.
-    pub(crate) fn text_inputs(&self) -> Option<Vec<String>> {
+    /// Names of the inputs declared with a type that cannot carry text (see
+    /// [`expr::FixedInputs`]); empty for an action, whose inputs are all text. A name
+    /// declared as a string by one trigger and otherwise by another is text.
+    pub(crate) fn fixed_inputs(&self) -> Vec<String> {
         let Document::Workflow(w) = &self.document else {
-            return None;
+            return Vec::new();
         };
-        let mut names = Vec::new();
+        let mut fixed = Vec::new();
+        let mut text = Vec::new();
         if let OptionalBody::Body(dispatch) = &w.on.events.workflow_dispatch {
-            names.extend(
-                dispatch
-                    .inputs
-                    .iter()
-                    .filter(|(_, i)| matches!(i.r#type, WorkflowDispatchInputType::String))
-                    .map(|(n, _)| n.clone()),
-            );
+            for (name, input) in &dispatch.inputs {
+                match input.r#type {
+                    WorkflowDispatchInputType::String => text.push(name.clone()),
+                    _ => fixed.push(name.clone()),
+                }
+            }
         }
         if let OptionalBody::Body(call) = &w.on.events.workflow_call {
-            names.extend(
-                call.inputs
-                    .iter()
-                    .filter(|(_, i)| matches!(i.r#type, WorkflowCallInputType::String))
-                    .map(|(n, _)| n.clone()),
-            );
+            for (name, input) in &call.inputs {
+                match input.r#type {
+                    WorkflowCallInputType::String => text.push(name.clone()),
+                    _ => fixed.push(name.clone()),
+                }
+            }
         }
-        Some(names)
+        fixed.retain(|name| !text.iter().any(|t| t.eq_ignore_ascii_case(name)));
+        fixed
     }
 
     /// Markdown: the 1-based `lines` of this file, quoted with their numbers.
