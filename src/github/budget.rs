@@ -51,6 +51,9 @@ use crate::telemetry;
 /// Slices a window is cut into: the finer, the closer the fleet can come to the cap
 /// (at most `SLICES / (SLICES + 1)` of it, 95 %) and the less a slice's lapsed points cost.
 pub const SLICES: u64 = 20;
+/// Rounds of compare-and-set attempts (each `store::update`'s own bound) on a budget key
+/// before a request fails.
+const CAS_ROUNDS: u32 = 5;
 /// Workers not seen for this long no longer take a share of `max_concurrent`.
 const WORKER_SEEN_WITHIN_MS: u64 = 30_000;
 /// Points of a request by method, as GitHub counts them for the secondary limit.
@@ -360,19 +363,35 @@ impl Shared {
     {
         match self {
             Shared::Kv(store) => {
-                let mut out = None;
-                store::update::<T>(
-                    store,
-                    key,
-                    || Some(T::default()),
-                    |state| {
-                        let (result, changed) = change(state);
-                        out = Some(result);
-                        changed
-                    },
-                )
-                .await?;
-                out.ok_or_else(|| StoreError::Contended {
+                // Every worker's requests meet on one key: a busy fleet may lose a whole
+                // round of compare-and-set attempts, which is a reason to go again, not to
+                // fail the request.
+                for round in 0..CAS_ROUNDS {
+                    let mut out = None;
+                    let updated = store::update::<T>(
+                        store,
+                        key,
+                        || Some(T::default()),
+                        |state| {
+                            let (result, changed) = change(state);
+                            out = Some(result);
+                            changed
+                        },
+                    )
+                    .await;
+                    match updated {
+                        Ok(_) => {
+                            if let Some(result) = out {
+                                return Ok(result);
+                            }
+                        }
+                        Err(StoreError::Contended { .. }) if round + 1 < CAS_ROUNDS => {
+                            tracing::debug!(key, "budget key contended; trying again");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(StoreError::Contended {
                     bucket: T::BUCKET,
                     key: key.to_string(),
                 })
