@@ -363,8 +363,10 @@ pub struct TelemetrySettings {
     pub trace_sample_ratio: f64,
 }
 
-/// Which repositories of an organisation or user a run covers.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Which repositories of an organisation or user a run covers, whether their owners
+/// must opt in, where findings of repositories without issues go, and per-organisation
+/// overrides (`[targets.orgs.<name>]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetFilters {
     pub include_archived: bool,
@@ -374,6 +376,97 @@ pub struct TargetFilters {
     pub allow: Vec<String>,
     /// Glob patterns over `owner/name`, applied after `allow`.
     pub deny: Vec<String>,
+    /// `opt-out`: every listed repository is checked unless its owners' file says
+    /// `enabled: false`; `opt-in`: only those whose file says `enabled: true` or that
+    /// match `opt_in`.
+    #[serde(default)]
+    pub mode: TargetMode,
+    /// Glob patterns over `owner/name` of repositories opted in by the operators
+    /// (`opt-in` mode); an owners' `enabled: false` still wins.
+    #[serde(default)]
+    pub opt_in: Vec<String>,
+    /// `owner/name` of the repository that receives the findings of repositories with
+    /// issues disabled; unset, such repositories fail their reconcile with the reason.
+    #[serde(default)]
+    pub issue_repo: Option<String>,
+    /// Overrides for the repositories of one organisation or user, by its login.
+    #[serde(default)]
+    pub orgs: BTreeMap<String, OrgSettings>,
+}
+
+/// Whether repositories are checked unless they opt out, or only when they opt in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetMode {
+    #[default]
+    OptOut,
+    OptIn,
+}
+
+/// `[targets.orgs.<login>]`: what differs for one organisation's (or user's) repositories.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSettings {
+    /// Overrides `targets.mode`.
+    pub mode: Option<TargetMode>,
+    /// Replaces `targets.opt_in`.
+    pub opt_in: Option<Vec<String>>,
+    /// Overrides `targets.issue_repo`.
+    pub issue_repo: Option<String>,
+    /// Per-policy switches and options over `[policies]`: `enabled` replaces the fleet's,
+    /// options are merged key by key.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicySettings>,
+}
+
+/// What applies to one repository: [`TargetFilters::for_repo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoTargeting {
+    pub mode: TargetMode,
+    /// The operators opted this repository in (`opt_in` matches it).
+    pub opted_in: bool,
+    /// Where its findings go when it has issues disabled.
+    pub issue_repo: Option<crate::domain::RepoRef>,
+}
+
+impl TargetFilters {
+    /// The overrides of `owner` (logins are case-insensitive).
+    fn org(&self, owner: &str) -> Option<&OrgSettings> {
+        self.orgs
+            .iter()
+            .find(|(login, _)| login.eq_ignore_ascii_case(owner))
+            .map(|(_, o)| o)
+    }
+
+    /// Mode, opt-in and central issue repository for `repo`, with its organisation's
+    /// overrides applied. Values were validated at start-up; an invalid one reads as unset.
+    pub fn for_repo(&self, repo: &crate::domain::RepoRef) -> RepoTargeting {
+        let org = self.org(&repo.owner);
+        let globs = org.and_then(|o| o.opt_in.as_ref()).unwrap_or(&self.opt_in);
+        let name = repo.full_name().to_ascii_lowercase();
+        let opted_in = globs.iter().any(|g| {
+            globset::Glob::new(&g.to_ascii_lowercase())
+                .map(|g| g.compile_matcher().is_match(&name))
+                .unwrap_or(false)
+        });
+        let issue_repo = org
+            .and_then(|o| o.issue_repo.as_deref())
+            .or(self.issue_repo.as_deref())
+            .and_then(parse_repo);
+        RepoTargeting {
+            mode: org.and_then(|o| o.mode).unwrap_or(self.mode),
+            opted_in,
+            issue_repo,
+        }
+    }
+}
+
+/// `owner/name` as a repository, by GitHub's naming rules.
+fn parse_repo(text: &str) -> Option<crate::domain::RepoRef> {
+    match crate::domain::Target::parse(text) {
+        Ok(crate::domain::Target::Repo(r)) => Some(r),
+        _ => None,
+    }
 }
 
 /// Per-policy switches and options; the type lives with the policies, which the owners'
@@ -496,6 +589,7 @@ impl Settings {
                 .with_list_parse_key("nats.backoff")
                 .with_list_parse_key("targets.allow")
                 .with_list_parse_key("targets.deny")
+                .with_list_parse_key("targets.opt_in")
                 .try_parsing(true)
                 .source(Some(namespaced)),
         );
@@ -596,6 +690,7 @@ impl Settings {
         for (key, globs) in [
             ("targets.allow", &self.targets.allow),
             ("targets.deny", &self.targets.deny),
+            ("targets.opt_in", &self.targets.opt_in),
         ] {
             for g in globs {
                 if let Err(e) = globset::Glob::new(g) {
@@ -606,6 +701,7 @@ impl Settings {
                 }
             }
         }
+        self.validate_orgs()?;
         if self.webhook.max_body_bytes == 0 {
             return invalid("webhook.max_body_bytes", "must be at least 1");
         }
@@ -678,6 +774,60 @@ impl Settings {
         Ok(())
     }
 
+    /// `targets.issue_repo` and every `[targets.orgs.<login>]`; errors name the full key.
+    fn validate_orgs(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, problem: String| Err(ConfigError::Policy { key, problem });
+        let repo_ok = |text: &str| match crate::domain::Target::parse(text) {
+            Ok(crate::domain::Target::Repo(_)) => Ok(()),
+            Ok(_) => Err("expected OWNER/REPO".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some(repo) = &self.targets.issue_repo
+            && let Err(problem) = repo_ok(repo)
+        {
+            return invalid("targets.issue_repo".into(), problem);
+        }
+        for (login, org) in &self.targets.orgs {
+            let key = |rest: &str| format!("targets.orgs.{login}.{rest}");
+            if let Err(e) = crate::domain::Target::parse(&format!("org:{login}")) {
+                return invalid(format!("targets.orgs.{login}"), e.to_string());
+            }
+            if let Some(repo) = &org.issue_repo
+                && let Err(problem) = repo_ok(repo)
+            {
+                return invalid(key("issue_repo"), problem);
+            }
+            for (n, g) in org.opt_in.iter().flatten().enumerate() {
+                if let Err(e) = globset::Glob::new(g) {
+                    return invalid(
+                        format!("{}[{n}]", key("opt_in")),
+                        format!("bad glob {g:?}: {e}"),
+                    );
+                }
+            }
+            let selection = crate::policy::Selection {
+                enabled: org
+                    .policies
+                    .iter()
+                    .filter_map(|(id, p)| p.enabled.map(|e| (id.clone(), e)))
+                    .collect(),
+                options: org
+                    .policies
+                    .iter()
+                    .map(|(id, p)| (id.clone(), p.options.clone()))
+                    .collect(),
+                ..Default::default()
+            };
+            crate::policy::validate_selection(&selection).map_err(|(k, problem)| {
+                ConfigError::Policy {
+                    key: format!("targets.orgs.{login}.{k}"),
+                    problem,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     fn validate_llm(&self) -> Result<(), ConfigError> {
         let llm = &self.llm;
         let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
@@ -714,6 +864,27 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The policies for the repositories of `owner`: `[policies]` with the overrides of
+    /// `[targets.orgs.<owner>.policies]` (its `enabled` wins, its options are merged over
+    /// the fleet's key by key). `None`: the fleet's alone.
+    pub fn policy_selection_for(&self, owner: Option<&str>) -> crate::policy::Selection {
+        let mut selection = self.policy_selection();
+        let Some(org) = owner.and_then(|o| self.targets.org(o)) else {
+            return selection;
+        };
+        for (id, p) in &org.policies {
+            if let Some(enabled) = p.enabled {
+                selection.enabled.insert(id.clone(), enabled);
+            }
+            selection
+                .options
+                .entry(id.clone())
+                .or_default()
+                .extend(p.options.clone());
+        }
+        selection
     }
 
     /// The policies switched on or off and their options, as configured (`[policies]`).
@@ -758,8 +929,12 @@ mod tests {
             ("GUARDIAN__WORKER__CONCURRENCY__SCAN", "16"),
             ("GUARDIAN__NATS__BACKOFF", "1s,2s"),
             ("GUARDIAN__TARGETS__DENY", "octo/*,x/y"),
+            ("GUARDIAN__TARGETS__OPT_IN", "acme/web-*,acme/api"),
+            ("GUARDIAN__TARGETS__MODE", "opt-in"),
         ])
         .unwrap();
+        assert_eq!(s.targets.opt_in, ["acme/web-*", "acme/api"]);
+        assert_eq!(s.targets.mode, TargetMode::OptIn);
         assert_eq!(s.nats.url, "nats://b:4222");
         assert_eq!(s.worker.concurrency.scan, 16);
         assert_eq!(
@@ -886,6 +1061,64 @@ mod tests {
         );
         let err = load(&[("GUARDIAN__POLICIES__README__ENABLED", "maybe")]);
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn organisations_override_mode_issue_repository_and_policies() {
+        let file = |toml: &str| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("guardian.toml");
+            std::fs::write(&path, toml).expect("write");
+            Settings::load_from(Some(&path), std::iter::empty())
+        };
+        let s = file(
+            "[targets]\nmode = \"opt-in\"\nopt_in = [\"acme/web-*\"]\nissue_repo = \"acme/guardian-issues\"\n\n\
+             [policies.stale-pull-requests]\nenabled = true\noptions = { days = 60 }\n\n\
+             [targets.orgs.Octo]\nmode = \"opt-out\"\nissue_repo = \"octo/issues\"\n\n\
+             [targets.orgs.Octo.policies.stale-pull-requests.options]\nignore_drafts = true\n",
+        )
+        .expect("valid settings");
+        let repo = |o: &str, n: &str| crate::domain::RepoRef {
+            owner: o.into(),
+            name: n.into(),
+        };
+        let acme = s.targets.for_repo(&repo("acme", "web-shop"));
+        assert_eq!(acme.mode, TargetMode::OptIn);
+        assert!(acme.opted_in);
+        assert_eq!(
+            acme.issue_repo.map(|r| r.full_name()).as_deref(),
+            Some("acme/guardian-issues")
+        );
+        assert!(!s.targets.for_repo(&repo("acme", "api")).opted_in);
+        let octo = s.targets.for_repo(&repo("octo", "app"));
+        assert_eq!(octo.mode, TargetMode::OptOut);
+        assert_eq!(
+            octo.issue_repo.map(|r| r.full_name()).as_deref(),
+            Some("octo/issues")
+        );
+        let options = &s.policy_selection_for(Some("octo")).options["stale-pull-requests"];
+        assert_eq!(options["days"], serde_json::json!(60));
+        assert_eq!(options["ignore_drafts"], serde_json::json!(true));
+        assert!(
+            !s.policy_selection_for(None).options["stale-pull-requests"]
+                .contains_key("ignore_drafts")
+        );
+
+        let err = |toml: &str| file(toml).unwrap_err().to_string();
+        assert!(err("[targets]\nmode = \"sometimes\"\n").contains("mode"));
+        assert!(err("[targets]\nissue_repo = \"not a repo\"\n").contains("`targets.issue_repo`"));
+        let e = err("[targets.orgs.acme]\nissue_repo = \"org:acme\"\n");
+        assert!(
+            e.contains("`targets.orgs.acme.issue_repo`") && e.contains("OWNER/REPO"),
+            "{e}"
+        );
+        let e = err("[targets.orgs.acme.policies.stale-pull-requests.options]\ndays = 0\n");
+        assert!(
+            e.contains("`targets.orgs.acme.policies.stale-pull-requests.options.days`"),
+            "{e}"
+        );
+        let e = err("[targets.orgs.acme]\nmodes = \"opt-in\"\n");
+        assert!(e.contains("modes"), "{e}");
     }
 
     #[test]

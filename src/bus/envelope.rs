@@ -84,6 +84,21 @@ pub struct ReconcileTask {
     pub has_issues: bool,
     #[serde(default)]
     pub head_sha: Option<String>,
+    /// Labels the owners want on every issue (`.github/repo-guardian.yml`), besides the
+    /// fleet's label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Logins the owners want assigned to every issue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignees: Vec<String>,
+    /// The repository is not checked (its owners opted out, or it is not opted in): no
+    /// finding is filed and its open issues are closed, saying so, never as fixed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub opted_out: bool,
+    /// Where the findings are filed when the repository has issues disabled
+    /// (`targets.issue_repo`); `None` files them in the repository itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_repo: Option<RepoRef>,
 }
 
 /// Why a payload could not be decoded; always permanent.
@@ -197,6 +212,10 @@ mod tests {
                 unknown: Default::default(),
                 has_issues: true,
                 head_sha: None,
+                labels: vec!["security".into()],
+                assignees: vec!["octocat".into()],
+                opted_out: false,
+                issue_repo: None,
             }),
         ];
         for task in tasks {

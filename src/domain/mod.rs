@@ -91,6 +91,52 @@ pub enum Input {
     Contents,
     /// The branch protection of the default branch.
     Protection,
+    /// The open pull requests (`stale-pull-requests`).
+    PullRequests,
+    /// Check runs and commit statuses of the default branch's head (`default-branch-ci`).
+    Checks,
+}
+
+/// An open pull request, as the hygiene policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub number: u64,
+    pub title: String,
+    pub html_url: String,
+    pub draft: bool,
+    /// Last activity, GitHub's `updated_at` (RFC 3339).
+    pub updated_at: String,
+}
+
+/// The open pull requests that were last active before `cutoff`, read at `read_at`
+/// (RFC 3339). Pull requests active after the cutoff are not listed: the listing, sorted
+/// by activity, stops where they begin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenPulls {
+    pub read_at: String,
+    pub cutoff: String,
+    pub idle: Vec<PullRequest>,
+}
+
+/// What one check run or commit status of the default branch's head says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiCheck {
+    /// The check run's name or the status' context.
+    pub name: String,
+    pub outcome: CiOutcome,
+    /// Where to read the details, when GitHub gives a link.
+    pub url: Option<String>,
+}
+
+/// A check's outcome: only a completed failure counts as failing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "detail", rename_all = "snake_case")]
+pub enum CiOutcome {
+    Passed,
+    /// Completed without success; the detail is GitHub's word (`failure`, `timed_out`…).
+    Failed(String),
+    /// Queued, in progress or pending: neither failing nor passing yet.
+    Pending,
 }
 
 /// Everything the policies may look at. Built once per scan; cheap to clone.
@@ -122,6 +168,17 @@ pub struct Snapshot {
     /// policy that needs one of them is reported as not evaluated instead of guessing.
     #[serde(default)]
     pub unavailable: BTreeMap<Input, String>,
+    /// Open pull requests idle since before a cutoff; `None` when not read (the policy that
+    /// needs them is off, or the snapshot is a local checkout).
+    #[serde(default)]
+    pub pulls: Option<OpenPulls>,
+    /// Check runs and commit statuses of `head_sha`; `None` when not read.
+    #[serde(default)]
+    pub checks: Option<Vec<CiCheck>>,
+    /// Commit SHAs of the tags actions are used at (`owner/repo@tag` → SHA), looked up so
+    /// a finding can show the exact pin; only some are looked up, the rest are absent.
+    #[serde(default)]
+    pub action_shas: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -142,6 +199,9 @@ impl Snapshot {
             contents: BTreeMap::new(),
             magic: BTreeMap::new(),
             unavailable: BTreeMap::new(),
+            pulls: None,
+            checks: None,
+            action_shas: BTreeMap::new(),
         }
     }
 }

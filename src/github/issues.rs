@@ -19,6 +19,22 @@ pub struct Issue {
     pub title: String,
     pub body: String,
     pub open: bool,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Assigned logins.
+    pub assignees: Vec<String>,
+    /// How many comments it has.
+    pub comments: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct NameJson {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginJson {
+    login: String,
 }
 
 /// An issue as the REST API returns it (the fields used here).
@@ -32,6 +48,12 @@ struct IssueJson {
     /// Present (and not null) when the "issue" is a pull request.
     #[serde(default)]
     pull_request: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    labels: Vec<NameJson>,
+    #[serde(default)]
+    assignees: Vec<LoginJson>,
+    #[serde(default)]
+    comments: u64,
 }
 
 impl IssueJson {
@@ -45,6 +67,9 @@ impl IssueJson {
             title: self.title,
             body: self.body.unwrap_or_default(),
             open: self.state == "open",
+            labels: self.labels.into_iter().map(|l| l.name).collect(),
+            assignees: self.assignees.into_iter().map(|a| a.login).collect(),
+            comments: self.comments,
         })
     }
 }
@@ -68,16 +93,17 @@ fn unexpected(path: String, message: &str) -> GithubError {
     }
 }
 
-/// Every issue (open and closed) carrying `label`, all pages.
+/// Every issue (open and closed) carrying all of `labels`, all pages.
 pub async fn list_labelled(
     client: &GithubClient,
     repo: &RepoRef,
-    label: &str,
+    labels: &[&str],
 ) -> Result<Vec<Issue>, GithubError> {
+    let labels: Vec<String> = labels.iter().map(|l| segment(l)).collect();
     let first = format!(
         "{}/issues?labels={}&state=all&per_page=100",
         base(repo),
-        segment(label)
+        labels.join(",")
     );
     let mut out = Vec::new();
     let mut next = Some(first.clone());
@@ -154,21 +180,21 @@ pub async fn ensure_label(
     }
 }
 
+/// Files an issue. Labels that do not exist yet are created by GitHub.
 pub async fn create(
     client: &GithubClient,
     repo: &RepoRef,
     title: &str,
     body: &str,
-    label: &str,
+    labels: &[String],
+    assignees: &[String],
 ) -> Result<Issue, GithubError> {
     let path = format!("{}/issues", base(repo));
-    let json = client
-        .write(
-            Method::POST,
-            &path,
-            &json!({ "title": title, "body": body, "labels": [label] }),
-        )
-        .await?;
+    let mut request = json!({ "title": title, "body": body, "labels": labels });
+    if !assignees.is_empty() {
+        request["assignees"] = json!(assignees);
+    }
+    let json = client.write(Method::POST, &path, &request).await?;
     decode::<IssueJson>(&path, json)?
         .into_issue()
         .ok_or_else(|| unexpected(path, "the created issue is a pull request"))
@@ -189,6 +215,43 @@ pub async fn update(
         )
         .await
         .map(|_| ())
+}
+
+/// Whether the newest comment of `issue` contains `marker`: how a step that comments and
+/// then changes the issue's state knows, when it runs again after a crash between the two,
+/// that its comment is already there. Costs nothing for an issue without comments.
+pub async fn last_comment_has(
+    client: &GithubClient,
+    repo: &RepoRef,
+    issue: &Issue,
+    marker: &str,
+) -> Result<bool, GithubError> {
+    #[derive(Deserialize)]
+    struct CommentJson {
+        #[serde(default)]
+        body: Option<String>,
+    }
+    if issue.comments == 0 {
+        return Ok(false);
+    }
+    let first = format!(
+        "{}/issues/{}/comments?per_page=100",
+        base(repo),
+        issue.number
+    );
+    let mut last = None;
+    let mut next = Some(first.clone());
+    while let Some(url) = next.take() {
+        let Some(page) = client.get(&url, CachePolicy::Revalidate).await? else {
+            return Ok(false);
+        };
+        let items: Vec<CommentJson> = decode(&first, page.body)?;
+        if let Some(item) = items.into_iter().last() {
+            last = item.body;
+        }
+        next = page.next;
+    }
+    Ok(last.is_some_and(|body| body.contains(marker)))
 }
 
 pub async fn comment(

@@ -133,6 +133,7 @@ mod tests {
             include_private: true,
             allow: vec!["octo/*".into()],
             deny: vec!["octo/legacy-*".into()],
+            ..Default::default()
         };
         let f = Filter::new(&settings);
         let r = |n: &str| RepoRef {

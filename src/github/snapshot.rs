@@ -12,6 +12,9 @@
 use super::models::{self, decode};
 use super::{CachePolicy, GithubClient, GithubError};
 use crate::domain::{Input, Protection, RepoMeta, RepoRef, Snapshot};
+use crate::policy::{self, Selection};
+
+mod activity;
 
 /// Blobs larger than this are not fetched: no workflow or configuration file is that big,
 /// and the policies treat an unfetched file as unreadable rather than absent.
@@ -117,10 +120,22 @@ async fn has_branches(client: &GithubClient, repo: &RepoRef) -> Result<bool, Git
     }
 }
 
+/// [`build_for`] under the default selection of policies.
 pub async fn build(
     client: &GithubClient,
     repo: &RepoRef,
     meta: Option<RepoMeta>,
+) -> Result<(Snapshot, RepoMeta), GithubError> {
+    build_for(client, repo, meta, &Selection::default()).await
+}
+
+/// The snapshot of `repo`, reading beyond the tree and the files only what the policies
+/// `selection` runs (as adjusted by the owners' file) need.
+pub async fn build_for(
+    client: &GithubClient,
+    repo: &RepoRef,
+    meta: Option<RepoMeta>,
+    selection: &Selection,
 ) -> Result<(Snapshot, RepoMeta), GithubError> {
     let base = format!("/repos/{}/{}", repo.owner, repo.name);
     let mut meta = match meta {
@@ -142,10 +157,25 @@ pub async fn build(
                 Input::Protection,
                 "the repository is empty: it has no branch to protect yet".into(),
             );
+            snapshot.unavailable.insert(
+                Input::Checks,
+                "the repository is empty: it has no commit to check yet".into(),
+            );
+            snapshot.pulls = Some(crate::domain::OpenPulls {
+                read_at: String::new(),
+                cutoff: String::new(),
+                idle: Vec::new(),
+            });
             return Ok((snapshot, meta));
         }
         Head::Missing(reason) => {
-            for input in [Input::Tree, Input::Contents, Input::Protection] {
+            for input in [
+                Input::Tree,
+                Input::Contents,
+                Input::Protection,
+                Input::PullRequests,
+                Input::Checks,
+            ] {
                 snapshot.unavailable.insert(input, reason.clone());
             }
             return Ok((snapshot, meta));
@@ -154,6 +184,14 @@ pub async fn build(
     let sha = branch.commit.sha.clone();
     files(client, &base, &sha, &mut snapshot).await?;
     snapshot.head_sha = Some(sha);
+    if !policy::checked(&snapshot, selection) {
+        // Opted out, or not opted in: the owners' file was all there was to read.
+        snapshot.unavailable.insert(
+            Input::Protection,
+            "not read: the repository is not checked".into(),
+        );
+        return Ok((snapshot, meta));
+    }
     snapshot.protection = if branch.protected {
         match protection(client, &base, &meta.default_branch).await {
             Ok(p) => p,
@@ -165,7 +203,51 @@ pub async fn build(
     } else {
         Protection::Unprotected
     };
+    let fetch = policy::fetch_plan(&snapshot, selection);
+    extras(client, &base, &fetch, &mut snapshot).await?;
     Ok((snapshot, meta))
+}
+
+/// Reads what [`policy::fetch_plan`] asked for; see [`activity`].
+async fn extras(
+    client: &GithubClient,
+    base: &str,
+    fetch: &policy::Fetch,
+    snapshot: &mut Snapshot,
+) -> Result<(), GithubError> {
+    if let Some(days) = fetch.pulls_idle_days {
+        match activity::idle_pulls(client, base, days).await {
+            Ok(pulls) => snapshot.pulls = Some(pulls),
+            Err(unread) => unavailable(snapshot, Input::PullRequests, unread)?,
+        }
+    }
+    if fetch.checks
+        && let Some(sha) = snapshot.head_sha.clone()
+    {
+        match activity::checks(client, base, &sha).await {
+            Ok(checks) => snapshot.checks = Some(checks),
+            Err(unread) => unavailable(snapshot, Input::Checks, unread)?,
+        }
+    }
+    if !fetch.action_tags.is_empty() {
+        snapshot.action_shas = activity::tag_shas(client, &fetch.action_tags).await;
+    }
+    Ok(())
+}
+
+/// Records why `input` could not be read, or hands a rate limit on to the step.
+fn unavailable(
+    snapshot: &mut Snapshot,
+    input: Input,
+    unread: activity::Unread,
+) -> Result<(), GithubError> {
+    match unread {
+        activity::Unread::Wait(e) => Err(e),
+        activity::Unread::Unavailable(reason) => {
+            snapshot.unavailable.insert(input, reason);
+            Ok(())
+        }
+    }
 }
 
 /// The file list from the recursive tree of `sha`, and the text of the files the policies

@@ -18,6 +18,7 @@ mod binary_artifacts;
 mod branch_protection;
 mod codeowners;
 mod dangerous_workflow;
+mod default_branch_ci;
 mod dependency_updates;
 mod files;
 mod license;
@@ -25,6 +26,7 @@ pub mod owner_config;
 mod pinned_actions;
 mod readme;
 mod security_policy;
+mod stale_pull_requests;
 mod workflow_permissions;
 pub(crate) mod workflows;
 
@@ -106,6 +108,12 @@ pub trait Policy: Send + Sync {
     fn needs(&self) -> &'static [Input] {
         &[Input::Tree]
     }
+    /// Why the policy cannot decide on this snapshot although its inputs were read (checks
+    /// still running, say): the outcome is then [`Outcome::Unknown`], so its issues are
+    /// neither opened nor closed.
+    fn undecided(&self, _snapshot: &Snapshot, _options: &PolicyOptions) -> Option<String> {
+        None
+    }
     /// Checks options before any evaluation; the error names the option and the problem.
     fn validate_options(&self, options: &PolicyOptions) -> Result<(), OptionError> {
         parse_options::<NoOptions>(options).map(drop)
@@ -133,6 +141,8 @@ pub fn all() -> Vec<Box<dyn Policy>> {
         Box::new(workflows::Workflows(pinned_actions::PinnedActions)),
         Box::new(binary_artifacts::BinaryArtifacts),
         Box::new(dependency_updates::DependencyUpdates),
+        Box::new(stale_pull_requests::StalePullRequests),
+        Box::new(default_branch_ci::DefaultBranchCi),
         Box::new(owner_config::OwnerConfigPolicy),
     ]
 }
@@ -154,6 +164,16 @@ pub fn executable_kind(head: &[u8]) -> Option<&'static str> {
         .map(|(_, kind)| *kind)
 }
 
+/// The moment before which an open pull request read at `read_at` is idle after `days`.
+pub fn idle_cutoff(read_at: time::OffsetDateTime, days: u32) -> time::OffsetDateTime {
+    stale_pull_requests::cutoff(read_at, days)
+}
+
+/// The key under which a snapshot records the commit SHA of `owner/repo@tag`.
+pub fn action_sha_key(slug: &str, tag: &str) -> String {
+    pinned_actions::sha_key(slug, tag)
+}
+
 /// The policy with id `id`.
 pub fn by_id(id: &str) -> Option<Box<dyn Policy>> {
     all().into_iter().find(|p| p.id() == id)
@@ -170,6 +190,9 @@ pub struct Selection {
     pub disabled: BTreeSet<String>,
     /// The day suppressions are judged against (`until`); `None`: every one holds.
     pub today: Option<time::Date>,
+    /// The repository is checked only when its owners' file says `enabled: true`
+    /// (`targets.mode = "opt-in"` and no `opt_in` pattern matches it).
+    pub opt_in_required: bool,
 }
 
 impl Selection {
@@ -216,35 +239,105 @@ pub fn outcome(policy: &dyn Policy, snapshot: &Snapshot, options: &PolicyOptions
         .find_map(|input| snapshot.unavailable.get(input))
     {
         Some(reason) => Outcome::Unknown(reason.clone()),
-        None => Outcome::Evaluated(policy.evaluate(snapshot, options)),
+        None => match policy.undecided(snapshot, options) {
+            Some(reason) => Outcome::Unknown(reason),
+            None => Outcome::Evaluated(policy.evaluate(snapshot, options)),
+        },
     }
+}
+
+/// The owners' configuration of `snapshot` when it is present and valid; an invalid one
+/// is ignored (and reported by `owner-config`).
+fn owner_of(snapshot: &Snapshot) -> Option<owner_config::OwnerConfig> {
+    match owner_config::read(snapshot) {
+        Some(Ok(config)) => Some(config),
+        _ => None,
+    }
+}
+
+/// The policies that run on `snapshot` with their options: the fleet's selection,
+/// adjusted by the owners' file. With `files_only`, only file-based policies.
+fn selected<'a>(
+    owner: Option<&'a owner_config::OwnerConfig>,
+    selection: &'a Selection,
+    files_only: bool,
+) -> Vec<(Box<dyn Policy>, &'a PolicyOptions)> {
+    static EMPTY: std::sync::LazyLock<PolicyOptions> = std::sync::LazyLock::new(PolicyOptions::new);
+    all()
+        .into_iter()
+        .filter_map(|policy| {
+            let id = policy.id();
+            let enabled = owner
+                .and_then(|o| o.enabled(id))
+                .unwrap_or_else(|| selection.runs(policy.as_ref()));
+            if (files_only && !policy.file_based()) || selection.disabled.contains(id) || !enabled {
+                return None;
+            }
+            let options = owner
+                .and_then(|o| o.options(id))
+                .or_else(|| selection.options.get(id))
+                .unwrap_or(&EMPTY);
+            Some((policy, options))
+        })
+        .collect()
+}
+
+/// What a snapshot builder must read beyond the tree and the files, because a policy
+/// that runs needs it. Computed after the files are read, since the owners' file may
+/// switch policies on or off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetch {
+    /// Read the open pull requests idle for at least this many days (oldest first).
+    pub pulls_idle_days: Option<u32>,
+    /// Read the check runs and statuses of the default branch's head.
+    pub checks: bool,
+    /// Tags of actions to resolve to commit SHAs (`owner/repo`, tag), at most as many as
+    /// the `pinned-actions` option `resolve_shas` allows.
+    pub action_tags: Vec<(String, String)>,
+}
+
+/// What the policies that run on `snapshot` under `selection` need read from GitHub;
+/// nothing for a repository that is not [`checked`].
+pub fn fetch_plan(snapshot: &Snapshot, selection: &Selection) -> Fetch {
+    let owner = owner_of(snapshot);
+    let mut fetch = Fetch::default();
+    if !checked(snapshot, selection) {
+        return fetch;
+    }
+    for (policy, options) in selected(owner.as_ref(), selection, false) {
+        match policy.id() {
+            stale_pull_requests::ID => {
+                let days = stale_pull_requests::Options::parse(options)
+                    .unwrap_or_default()
+                    .days;
+                fetch.pulls_idle_days = Some(days);
+            }
+            default_branch_ci::ID => fetch.checks = true,
+            pinned_actions::ID => {
+                fetch.action_tags = pinned_actions::tags_to_resolve(snapshot, options);
+            }
+            _ => {}
+        }
+    }
+    fetch
+}
+
+/// Whether the repository is checked at all: its owners' `enabled: true|false` in
+/// `.github/repo-guardian.yml` decides; without one (or with an invalid file), opt-out
+/// mode checks it and opt-in mode does not.
+pub fn checked(snapshot: &Snapshot, selection: &Selection) -> bool {
+    owner_of(snapshot)
+        .and_then(|o| o.enabled)
+        .unwrap_or(!selection.opt_in_required)
 }
 
 /// Evaluates every selected policy on `snapshot`. With `files_only`, only file-based
 /// policies run (local checkouts).
 pub fn evaluate(snapshot: &Snapshot, selection: &Selection, files_only: bool) -> Evaluation {
-    // The owners' file adjusts the fleet's selection; an invalid one is ignored (and
-    // reported by `owner-config`).
-    let owner = match owner_config::read(snapshot) {
-        Some(Ok(config)) => Some(config),
-        _ => None,
-    };
-    let empty = PolicyOptions::new();
+    let owner = owner_of(snapshot);
     let mut evaluation = Evaluation::default();
-    for policy in all() {
+    for (policy, options) in selected(owner.as_ref(), selection, files_only) {
         let id = policy.id();
-        let enabled = owner
-            .as_ref()
-            .and_then(|o| o.enabled(id))
-            .unwrap_or_else(|| selection.runs(policy.as_ref()));
-        if (files_only && !policy.file_based()) || selection.disabled.contains(id) || !enabled {
-            continue;
-        }
-        let options = owner
-            .as_ref()
-            .and_then(|o| o.options(id))
-            .or_else(|| selection.options.get(id))
-            .unwrap_or(&empty);
         match outcome(policy.as_ref(), snapshot, options) {
             Outcome::Evaluated(findings) => {
                 evaluation.evaluated.push(id.to_owned());
@@ -314,6 +407,8 @@ pub fn remediation(id: &str) -> Option<&'static str> {
         (pinned_actions::ID, pinned_actions::REMEDIATION),
         (binary_artifacts::ID, binary_artifacts::REMEDIATION),
         (dependency_updates::ID, dependency_updates::REMEDIATION),
+        (stale_pull_requests::ID, stale_pull_requests::REMEDIATION),
+        (default_branch_ci::ID, default_branch_ci::REMEDIATION),
         (owner_config::ID, owner_config::REMEDIATION),
     ];
     REMEDIATIONS
@@ -539,6 +634,8 @@ mod tests {
         );
         snap.unavailable
             .insert(Input::Tree, "the tree is truncated".into());
+        snap.unavailable
+            .insert(Input::Checks, "check runs: 502".into());
         let evaluation = evaluate(&snap, &Selection::default(), false);
         assert!(evaluation.findings.is_empty(), "{:?}", evaluation.findings);
         assert!(
@@ -557,9 +654,57 @@ mod tests {
             evaluation.unknown.get("readme").map(String::as_str),
             Some("the tree is truncated")
         );
-        for p in all() {
+        for p in all().iter().filter(|p| p.default_enabled()) {
             assert!(evaluation.unknown.contains_key(p.id()), "{}", p.id());
         }
+    }
+
+    #[test]
+    fn only_what_the_running_policies_need_is_fetched() {
+        let workflow = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n";
+        let snap = snapshot()
+            .github()
+            .file(".github/workflows/ci.yml", workflow)
+            .build();
+        let fetch = fetch_plan(&snap, &Selection::default());
+        assert_eq!(
+            fetch.pulls_idle_days, None,
+            "stale-pull-requests is off by default"
+        );
+        assert!(fetch.checks);
+        assert_eq!(
+            fetch.action_tags,
+            [("actions/checkout".to_owned(), "v4".to_owned())]
+        );
+        // The owners switch one on, with options, and one off.
+        let owners = snapshot()
+            .github()
+            .file(".github/workflows/ci.yml", workflow)
+            .file(
+                ".github/repo-guardian.yml",
+                "disable: [default-branch-ci]\npolicies:\n  stale-pull-requests:\n    enabled: true\n    options: {days: 9}\n",
+            )
+            .build();
+        let fetch = fetch_plan(&owners, &Selection::default());
+        assert_eq!(fetch.pulls_idle_days, Some(9));
+        assert!(!fetch.checks);
+        // A repository that is not checked costs nothing more.
+        let opt_in = Selection {
+            opt_in_required: true,
+            ..Default::default()
+        };
+        assert!(!checked(&snap, &opt_in));
+        assert_eq!(fetch_plan(&snap, &opt_in), Fetch::default());
+        let willing = snapshot()
+            .github()
+            .file(".github/repo-guardian.yml", "enabled: true\n")
+            .build();
+        assert!(checked(&willing, &opt_in));
+        let unwilling = snapshot()
+            .github()
+            .file(".github/repo-guardian.yml", "enabled: false\n")
+            .build();
+        assert!(!checked(&unwilling, &Selection::default()));
     }
 
     #[test]

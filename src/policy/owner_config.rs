@@ -37,7 +37,7 @@ organisation's settings instead, so the owners' choices (disabled policies, opti
 suppressions) are not in effect.
 
 1. Fix the problem named in the details, at the line given.
-2. Keys: `disable` (policy ids), `policies.<id>.enabled`, `policies.<id>.options`, \
+2. Keys: `enabled` (opt in or out as a whole), `disable` (policy ids), `policies.<id>.enabled`, `policies.<id>.options`, \
 `labels`, `assignees`, `suppressions` (each with `fingerprint` or `policy`, a `reason` of \
 `test-data`, `remediated`, `not-applicable` or `accepted-risk`, an optional `note` and an \
 optional `until: YYYY-MM-DD`).
@@ -49,6 +49,10 @@ See the policies reference in Repo Guardian's `docs/policies.md` and \
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerConfig {
+    /// The owners' opt-in (`true`) or opt-out (`false`) of Repo Guardian as a whole; the
+    /// fleet's `targets.mode` says what silence means.
+    #[serde(default)]
+    pub enabled: Option<bool>,
     /// Policy ids switched off for this repository.
     #[serde(default)]
     pub disable: Vec<String>,
@@ -269,6 +273,9 @@ mod tests {
         assert_eq!(c.enabled("readme"), None);
         assert!(c.options("pinned-actions").is_some());
         assert_eq!(c.labels, ["security"]);
+        assert_eq!(c.enabled, None);
+        let off = config("enabled: false\n").expect("present").expect("valid");
+        assert_eq!(off.enabled, Some(false));
         assert!(config("").expect("present").is_ok());
         assert!(read(&snapshot().build()).is_none());
     }

@@ -15,7 +15,7 @@ use globset::GlobSet;
 
 use super::workflows::{self, Document, Report, Source, StepKind, WorkflowCheck};
 use super::{OptionError, PolicyOptions, glob_option, parse_options};
-use crate::domain::{Finding, Severity};
+use crate::domain::{Finding, Severity, Snapshot};
 
 pub(crate) const ID: &str = "pinned-actions";
 
@@ -35,12 +35,27 @@ See [Using third-party actions](https://docs.github.com/en/actions/security-for-
 and [Keeping your actions up to date with Dependabot](https://docs.github.com/en/code-security/dependabot/working-with-dependabot/keeping-your-actions-up-to-date-with-dependabot).";
 
 /// The policy's options.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Options {
     /// `owner/*` or `owner/repo` glob patterns whose tag or branch pins are accepted.
     allow_ref_pins: Vec<String>,
+    /// Tags a fleet scan resolves to their commit SHA per repository, so the issue shows
+    /// the exact pin; 0 switches the lookups off.
+    resolve_shas: usize,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            allow_ref_pins: Vec::new(),
+            resolve_shas: 5,
+        }
+    }
+}
+
+/// Most tag lookups one scan may spend, whatever the option says.
+const MAX_RESOLVE: usize = 50;
 
 impl Options {
     fn parse(options: &PolicyOptions) -> Result<(Self, GlobSet), OptionError> {
@@ -52,12 +67,57 @@ impl Options {
             .map(|p| p.to_ascii_lowercase())
             .collect();
         let set = glob_option("allow_ref_pins", &lower)?;
+        if parsed.resolve_shas > MAX_RESOLVE {
+            return Err(OptionError {
+                option: "resolve_shas".into(),
+                problem: format!("must be at most {MAX_RESOLVE}, got {}", parsed.resolve_shas),
+            });
+        }
         Ok((parsed, set))
     }
 }
 
 fn full_sha(reference: &str) -> bool {
     reference.len() == 40 && reference.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The key of [`crate::domain::Snapshot::action_shas`]: `owner/repo@ref`, lower-cased
+/// repository (GitHub names are case-insensitive), the ref as written.
+pub(crate) fn sha_key(slug: &str, git_ref: &str) -> String {
+    format!("{}@{git_ref}", slug.to_ascii_lowercase())
+}
+
+/// The distinct `(owner/repo, ref)` of the unpinned repository actions of `snapshot`,
+/// in file order, at most `resolve_shas` of them: what a fleet scan looks up.
+pub(crate) fn tags_to_resolve(
+    snapshot: &Snapshot,
+    options: &PolicyOptions,
+) -> Vec<(String, String)> {
+    let Ok((parsed, allowed)) = Options::parse(options) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for source in workflows::sources(snapshot) {
+        for (uses, _) in PinnedActions::uses(&source) {
+            if let Uses::Repository(r) = uses
+                && !pinned_or_allowed(r, &allowed)
+            {
+                let wanted = (r.slug().to_ascii_lowercase(), r.git_ref().to_owned());
+                if !out.contains(&wanted) {
+                    out.push(wanted);
+                }
+            }
+        }
+    }
+    out.truncate(parsed.resolve_shas);
+    out
+}
+
+/// Whether a repository action is pinned to a full SHA or its owner is trusted.
+fn pinned_or_allowed(r: &github_actions_models::common::RepositoryUses, allowed: &GlobSet) -> bool {
+    let slug = r.slug().to_ascii_lowercase();
+    let owner = r.owner().to_ascii_lowercase();
+    full_sha(r.git_ref()) || allowed.is_match(&slug) || allowed.is_match(format!("{owner}/"))
 }
 
 pub struct PinnedActions;
@@ -104,50 +164,65 @@ impl PinnedActions {
 
     fn check_file(report: &Report<'_>, allowed: &GlobSet) -> Vec<Finding> {
         let source = report.source;
-        // What is used (without its ref) → (raw uses, positions).
-        let mut unpinned: BTreeMap<String, (String, Vec<(u32, u32)>)> = BTreeMap::new();
+        // What is used (without its ref) → (raw uses, the pin when a fleet scan looked the
+        // tag up: (commit SHA, tag), positions).
+        type Pin = Option<(String, String)>;
+        type Used = (String, Pin, Vec<(u32, u32)>);
+        let mut unpinned: BTreeMap<String, Used> = BTreeMap::new();
         for (uses, region) in Self::uses(source) {
-            let (name, raw) = match uses {
+            let (name, raw, pin) = match uses {
                 Uses::Local(_) => continue,
                 Uses::Docker(d) if d.hash().is_some() => continue,
                 Uses::Docker(d) => (
                     format!("docker://{}", d.image()),
                     format!("docker://{}", d.raw()),
+                    None,
                 ),
                 Uses::Repository(r) => {
-                    let slug = r.slug().to_ascii_lowercase();
-                    let owner = r.owner().to_ascii_lowercase();
-                    if full_sha(r.git_ref())
-                        || allowed.is_match(&slug)
-                        || allowed.is_match(format!("{owner}/"))
-                    {
+                    if pinned_or_allowed(r, allowed) {
                         continue;
                     }
                     let name = match r.subpath() {
                         Some(sub) => format!("{}/{sub}", r.slug()),
                         None => r.slug().to_owned(),
                     };
-                    (name, r.raw().to_owned())
+                    let sha = report
+                        .snapshot
+                        .action_shas
+                        .get(&sha_key(r.slug(), r.git_ref()))
+                        .map(|sha| (sha.clone(), r.git_ref().to_owned()));
+                    (name, r.raw().to_owned(), sha)
                 }
             };
             let at = source
                 .locator
                 .find(&region, &raw)
                 .unwrap_or_else(|| source.locator.start_of(&region));
-            let entry = unpinned.entry(name).or_insert_with(|| (raw, Vec::new()));
-            if !entry.1.contains(&at) {
-                entry.1.push(at);
+            let entry = unpinned
+                .entry(name)
+                .or_insert_with(|| (raw, pin, Vec::new()));
+            if !entry.2.contains(&at) {
+                entry.2.push(at);
             }
         }
         unpinned
             .into_iter()
-            .map(|(name, (raw, mut places))| {
+            .map(|(name, (raw, pin, mut places))| {
                 places.sort();
                 let lines: Vec<u32> = places.iter().map(|p| p.0).collect();
+                let fix = match pin {
+                    Some((sha, tag)) => format!(
+                        "Fix: replace it with the commit `{tag}` points at today:\n\n\
+                         ```yaml\nuses: {name}@{sha} # {tag}\n```"
+                    ),
+                    None => format!(
+                        "Fix: `uses: {name}@<40-hex-sha> # <tag>`, the commit the reference \
+                         points at today (look the SHA up yourself: see step 1 below)."
+                    ),
+                };
                 let details = format!(
                     "`{}` uses `{raw}`, which is not pinned to a full commit SHA; whoever \
-                     controls that reference decides what runs here.\n\n{}\n\nFix: `uses: \
-                     {name}@<40-hex-sha> # <tag>`, the commit the reference points at today.",
+                     controls that reference decides what runs here.\n\n{}\n\n{fix}",
                     source.path,
                     source.quote(&lines)
                 );
@@ -236,6 +311,53 @@ mod tests {
         assert!(findings[0].details.contains("   6 | ") && findings[0].details.contains("   7 | "));
         let at = findings[1].location.as_ref().expect("located");
         assert_eq!((at.line, at.column), (9, 11));
+    }
+
+    #[test]
+    fn a_resolved_tag_shows_the_exact_pin_and_lookups_are_bounded() {
+        let yaml = steps(&[
+            "actions/checkout@v4",
+            "Octo/Tool@v1",
+            "octo/tool@v1",
+            "other/x@main",
+        ]);
+        let mut snap = snapshot().file(".github/workflows/w.yml", &yaml).build();
+        let opts = options(json!({"resolve_shas": 2}));
+        assert_eq!(
+            tags_to_resolve(&snap, &opts),
+            [
+                ("actions/checkout".to_owned(), "v4".to_owned()),
+                ("octo/tool".to_owned(), "v1".to_owned())
+            ]
+        );
+        assert!(tags_to_resolve(&snap, &options(json!({"resolve_shas": 0}))).is_empty());
+        snap.action_shas
+            .insert(sha_key("actions/checkout", "v4"), SHA.to_owned());
+        let findings = Workflows(PinnedActions).evaluate(&snap, &PolicyOptions::new());
+        let checkout = findings
+            .iter()
+            .find(|f| f.key.ends_with(":actions/checkout"))
+            .expect("checkout finding");
+        assert!(
+            checkout
+                .details
+                .contains(&format!("uses: actions/checkout@{SHA} # v4")),
+            "{}",
+            checkout.details
+        );
+        let other = findings
+            .iter()
+            .find(|f| f.key.ends_with(":other/x"))
+            .expect("other");
+        assert!(
+            other.details.contains("look the SHA up yourself"),
+            "{}",
+            other.details
+        );
+        let err = Workflows(PinnedActions)
+            .validate_options(&options(json!({"resolve_shas": 500})))
+            .unwrap_err();
+        assert_eq!(err.option, "resolve_shas");
     }
 
     #[test]

@@ -24,9 +24,14 @@ pub struct RepoState {
     pub head_sha: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub reconciled_at: Option<time::OffsetDateTime>,
-    /// Fingerprint → issue number of every issue the fleet filed in this repository.
+    /// Fingerprint → issue number of every issue the fleet filed for this repository.
     #[serde(default)]
     pub issues: BTreeMap<String, u64>,
+    /// The central repository (`owner/name`) the numbers in `issues` belong to, when the
+    /// findings are filed there; `None`: the repository itself. A map kept for another
+    /// repository is not used to look issues up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_repo: Option<String>,
     /// Fingerprints open after the last reconcile.
     #[serde(default)]
     pub open_findings: Vec<String>,

@@ -16,18 +16,77 @@ use crate::github::issues::Issue;
 
 const MARKER_OPEN: &str = "<!-- repo-guardian:";
 
+/// Where and how a repository's issues are filed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filing<'a> {
+    /// Set when the issues live in a central repository rather than in the repository
+    /// itself: the source repository, named in titles and in every marker
+    /// (`repo=owner/name`), so two repositories' findings never meet.
+    pub central: Option<&'a RepoRef>,
+    /// Labels the owners want on every issue (besides the fleet's label).
+    pub labels: &'a [String],
+    /// Logins the owners want assigned to every issue.
+    pub assignees: &'a [String],
+}
+
+impl Filing<'_> {
+    /// The marker's `repo=` field: the source repository in a central repository.
+    fn marker_repo(&self) -> Option<String> {
+        self.central.map(|source| source.full_name().to_lowercase())
+    }
+
+    /// The finding's fingerprint and hash an issue body's marker names, when the issue
+    /// belongs to this filing: in a central repository, its marker names this source
+    /// repository (`repo=owner/name`); in the repository itself, it names none.
+    pub fn fingerprint_in(&self, body: &str) -> Option<(String, String)> {
+        let marker = Marker::parse(body)?;
+        (marker.repo == self.marker_repo()).then_some((marker.fingerprint, marker.hash))
+    }
+}
+
+/// The hidden marker at the end of an issue body.
+struct Marker {
+    fingerprint: String,
+    hash: String,
+    /// The source repository, on issues filed in a central repository.
+    repo: Option<String>,
+}
+
+impl Marker {
+    fn parse(body: &str) -> Option<Marker> {
+        let start = body.rfind(MARKER_OPEN)? + MARKER_OPEN.len();
+        let rest = &body[start..];
+        let inner = &rest[..rest.find("-->")?];
+        let field = |name: &str| {
+            inner
+                .split_whitespace()
+                .find_map(|part| part.strip_prefix(name))
+                .map(str::to_owned)
+        };
+        Some(Marker {
+            fingerprint: field("fingerprint=")?,
+            hash: field("hash=").unwrap_or_default(),
+            repo: field("repo=").map(|r| r.to_lowercase()),
+        })
+    }
+}
+
 /// An issue as the fleet wants it to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
+    /// The finding's fingerprint (unscoped, also in a central repository).
     pub fingerprint: String,
     pub title: String,
     pub body: String,
     pub hash: String,
 }
 
-pub fn render(repo: &RepoRef, finding: &Finding) -> Rendered {
+pub fn render(repo: &RepoRef, finding: &Finding, filing: &Filing<'_>) -> Rendered {
     let fingerprint = finding.fingerprint();
-    let title = format!("[repo-guardian] {}", finding.title);
+    let title = match filing.central {
+        Some(source) => format!("[repo-guardian] {source}: {}", finding.title),
+        None => format!("[repo-guardian] {}", finding.title),
+    };
     let text = format!(
         "**Policy:** `{policy}` · **Severity:** {severity} · **Repository:** `{repo}`\n\n\
          {details}\n\n### How to fix\n\n{remediation}\n\n---\n\
@@ -38,8 +97,13 @@ pub fn render(repo: &RepoRef, finding: &Finding) -> Rendered {
         details = finding.details.trim(),
         remediation = finding.remediation.trim(),
     );
-    let hash = content_hash(&title, &text);
-    let body = format!("{text}\n\n{MARKER_OPEN}fingerprint={fingerprint} hash={hash} -->\n");
+    let hash = content_hash(&title, &text, filing);
+    let repo_field = filing
+        .marker_repo()
+        .map(|r| format!(" repo={r}"))
+        .unwrap_or_default();
+    let body =
+        format!("{text}\n\n{MARKER_OPEN}fingerprint={fingerprint} hash={hash}{repo_field} -->\n");
     Rendered {
         fingerprint,
         title,
@@ -48,30 +112,32 @@ pub fn render(repo: &RepoRef, finding: &Finding) -> Rendered {
     }
 }
 
-fn content_hash(title: &str, text: &str) -> String {
+/// Hash of what the issue should be: title, text, and the owners' labels and assignees
+/// when they asked for any (left out otherwise, so issues filed before owners could ask
+/// keep their hash and cost no write).
+fn content_hash(title: &str, text: &str, filing: &Filing<'_>) -> String {
     let mut h = Sha256::new();
     h.update(title.as_bytes());
     h.update([0]);
     h.update(text.as_bytes());
+    if !filing.labels.is_empty() || !filing.assignees.is_empty() {
+        for list in [filing.labels, filing.assignees] {
+            let mut sorted: Vec<String> = list.iter().map(|s| s.to_lowercase()).collect();
+            sorted.sort();
+            h.update([1]);
+            h.update(sorted.join(",").as_bytes());
+        }
+    }
     hex::encode(&h.finalize()[..8])
 }
 
 /// Fingerprint and content hash from an issue body's marker.
 pub fn parse_marker(body: &str) -> Option<(String, String)> {
-    let start = body.rfind(MARKER_OPEN)? + MARKER_OPEN.len();
-    let rest = &body[start..];
-    let inner = &rest[..rest.find("-->")?];
-    let mut fingerprint = None;
-    let mut hash = None;
-    for part in inner.split_whitespace() {
-        if let Some(f) = part.strip_prefix("fingerprint=") {
-            fingerprint = Some(f.to_string());
-        } else if let Some(h) = part.strip_prefix("hash=") {
-            hash = Some(h.to_string());
-        }
-    }
-    Some((fingerprint?, hash.unwrap_or_default()))
+    Marker::parse(body).map(|m| (m.fingerprint, m.hash))
 }
+
+/// The comment on an issue closed because the repository opted out of Repo Guardian.
+pub const OPTED_OUT_COMMENT: &str = "This repository is not checked by Repo Guardian any more (its owners opted out in `.github/repo-guardian.yml`, or it is not opted in), so the issue is closed. The problem was not verified as fixed; it is reopened if the repository is checked again and the problem is still there.";
 
 /// The comment on an issue closed because its finding is gone.
 pub const FIXED_COMMENT: &str = "Repo Guardian no longer finds this problem on the default branch, so the issue is closed. It is reopened if the problem comes back.";
@@ -138,22 +204,14 @@ pub fn plan(
     findings: &[Finding],
     evaluated: &BTreeSet<String>,
     existing: &[Issue],
+    filing: &Filing<'_>,
 ) -> (Vec<Action>, u32) {
-    // One issue per fingerprint: when several carry the same marker (filed by hand or by
-    // an older tool), the open one with the lowest number is the one we keep.
-    let mut by_fingerprint: BTreeMap<String, (&Issue, String)> = BTreeMap::new();
-    let mut sorted: Vec<&Issue> = existing.iter().collect();
-    sorted.sort_by_key(|i| (!i.open, i.number));
-    for issue in sorted {
-        if let Some((fp, hash)) = parse_marker(&issue.body) {
-            by_fingerprint.entry(fp).or_insert((issue, hash));
-        }
-    }
+    let by_fingerprint = ours(existing, filing);
     let mut actions = Vec::new();
     let mut unchanged = 0;
     let mut wanted = BTreeSet::new();
     for finding in findings {
-        let rendered = render(repo, finding);
+        let rendered = render(repo, finding, filing);
         wanted.insert(rendered.fingerprint.clone());
         if let Some(suppression) = &finding.suppressed {
             // Accepted by the owners: an open issue is closed with their reason; a closed
@@ -198,6 +256,41 @@ pub fn plan(
     (actions, unchanged)
 }
 
+/// The issues of this filing by fingerprint. One issue per fingerprint: when several
+/// carry the same marker (filed by hand or by an older tool), the open one with the
+/// lowest number is the one we keep.
+fn ours<'i>(existing: &'i [Issue], filing: &Filing<'_>) -> BTreeMap<String, (&'i Issue, String)> {
+    let mut by_fingerprint: BTreeMap<String, (&Issue, String)> = BTreeMap::new();
+    let mut sorted: Vec<&Issue> = existing.iter().collect();
+    sorted.sort_by_key(|i| (!i.open, i.number));
+    for issue in sorted {
+        if let Some((fp, hash)) = filing.fingerprint_in(&issue.body) {
+            by_fingerprint.entry(fp).or_insert((issue, hash));
+        }
+    }
+    by_fingerprint
+}
+
+/// The comment on a central repository's issue whose source repository files in itself
+/// again (its issues were enabled).
+pub const MOVED_COMMENT: &str = "The repository this issue is about has issues enabled again, so Repo Guardian files its findings there and closes this one here. A problem that is still there has its own issue in that repository.";
+
+/// Closes every open issue of ours with `comment` — never as fixed: for a repository that
+/// is not checked (opted out, or not opted in; [`OPTED_OUT_COMMENT`]), and for a central
+/// repository's issues of a source that files in itself again ([`MOVED_COMMENT`]).
+pub fn close_all(existing: &[Issue], filing: &Filing<'_>, comment: &str) -> Vec<Action> {
+    ours(existing, filing)
+        .into_iter()
+        .filter(|(_, (issue, _))| issue.open)
+        .map(|(fingerprint, (issue, _))| Action::Close {
+            number: issue.number,
+            fingerprint,
+            state_reason: "not_planned",
+            comment: comment.to_owned(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,13 +317,26 @@ mod tests {
     }
 
     fn issue(number: u64, f: &Finding, open: bool) -> Issue {
-        let r = render(&repo(), f);
+        let r = render(&repo(), f, &Filing::default());
         Issue {
             number,
             title: r.title,
             body: r.body,
             open,
+            labels: vec![],
+            assignees: vec![],
+            comments: 0,
         }
+    }
+
+    /// [`super::plan`] for issues filed in the repository itself, without owners' extras.
+    fn plan(
+        repo: &RepoRef,
+        findings: &[Finding],
+        evaluated: &BTreeSet<String>,
+        existing: &[Issue],
+    ) -> (Vec<Action>, u32) {
+        super::plan(repo, findings, evaluated, existing, &Filing::default())
     }
 
     fn evaluated(ids: &[&str]) -> BTreeSet<String> {
@@ -239,7 +345,14 @@ mod tests {
 
     #[test]
     fn marker_round_trips() {
-        let r = render(&repo(), &finding("license", "x"));
+        let mut colon = finding("pinned-actions", "x");
+        colon.key = "unpinned:.github/workflows/ci.yml:actions/checkout".into();
+        let r = render(&repo(), &colon, &Filing::default());
+        assert_eq!(
+            Filing::default().fingerprint_in(&r.body),
+            Some((r.fingerprint.clone(), r.hash.clone()))
+        );
+        let r = render(&repo(), &finding("license", "x"), &Filing::default());
         assert_eq!(
             parse_marker(&r.body),
             Some((r.fingerprint.clone(), r.hash.clone()))
@@ -374,5 +487,130 @@ mod tests {
             matches!(actions.as_slice(), [Action::Reopen { number: 7, .. }]),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn a_central_repository_keeps_each_source_repositorys_issues_apart() {
+        let app = repo();
+        let web = RepoRef {
+            owner: "o".into(),
+            name: "web".into(),
+        };
+        let f = finding("license", "x");
+        let central = |source| Filing {
+            central: Some(source),
+            ..Default::default()
+        };
+        let rendered = render(&app, &f, &central(&app));
+        assert_eq!(rendered.title, "[repo-guardian] o/r: license missing");
+        assert!(
+            rendered.body.contains("fingerprint=license/missing hash=")
+                && rendered.body.contains(" repo=o/r -->"),
+            "{}",
+            rendered.body
+        );
+        assert_eq!(
+            central(&app).fingerprint_in(&rendered.body),
+            Some((rendered.fingerprint.clone(), rendered.hash.clone()))
+        );
+        // The other repository's reconcile neither sees it nor closes it.
+        assert_eq!(central(&web).fingerprint_in(&rendered.body), None);
+        assert_eq!(Filing::default().fingerprint_in(&rendered.body), None);
+        let filed = Issue {
+            number: 12,
+            title: rendered.title.clone(),
+            body: rendered.body.clone(),
+            open: true,
+            labels: vec![],
+            assignees: vec![],
+            comments: 0,
+        };
+        let (actions, unchanged) = super::plan(
+            &web,
+            &[],
+            &evaluated(&["license"]),
+            std::slice::from_ref(&filed),
+            &central(&web),
+        );
+        assert!(actions.is_empty() && unchanged == 0, "{actions:?}");
+        let (actions, unchanged) = super::plan(
+            &app,
+            std::slice::from_ref(&f),
+            &evaluated(&["license"]),
+            std::slice::from_ref(&filed),
+            &central(&app),
+        );
+        assert!(actions.is_empty() && unchanged == 1, "{actions:?}");
+        // Fixed in o/r: only its issue closes.
+        let (actions, _) = super::plan(
+            &app,
+            &[],
+            &evaluated(&["license"]),
+            &[filed],
+            &central(&app),
+        );
+        assert!(
+            matches!(actions.as_slice(), [Action::Close { number: 12, .. }]),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn owners_labels_and_assignees_change_the_hash_only_when_asked_for() {
+        let f = finding("license", "x");
+        let plain = render(&repo(), &f, &Filing::default());
+        let labels = vec!["security".to_owned()];
+        let assignees = vec!["octocat".to_owned()];
+        let asked = Filing {
+            labels: &labels,
+            assignees: &assignees,
+            ..Default::default()
+        };
+        let with = render(&repo(), &f, &asked);
+        assert_ne!(plain.hash, with.hash);
+        // Asking for them on an existing issue is an update; asking again is not.
+        let (actions, _) = super::plan(
+            &repo(),
+            std::slice::from_ref(&f),
+            &evaluated(&["license"]),
+            &[issue(3, &f, true)],
+            &asked,
+        );
+        assert!(
+            matches!(actions.as_slice(), [Action::Update { number: 3, .. }]),
+            "{actions:?}"
+        );
+        let updated = Issue {
+            number: 3,
+            title: with.title.clone(),
+            body: with.body.clone(),
+            open: true,
+            labels: vec![],
+            assignees: vec![],
+            comments: 0,
+        };
+        let (actions, unchanged) =
+            super::plan(&repo(), &[f], &evaluated(&["license"]), &[updated], &asked);
+        assert!(actions.is_empty() && unchanged == 1, "{actions:?}");
+    }
+
+    #[test]
+    fn an_opted_out_repository_closes_its_open_issues_not_as_fixed() {
+        let open = issue(1, &finding("license", "x"), true);
+        let closed = issue(2, &finding("readme", "x"), false);
+        let actions = close_all(&[open, closed], &Filing::default(), OPTED_OUT_COMMENT);
+        let [
+            Action::Close {
+                number: 1,
+                state_reason,
+                comment,
+                ..
+            },
+        ] = actions.as_slice()
+        else {
+            panic!("one close: {actions:?}");
+        };
+        assert_eq!(*state_reason, "not_planned");
+        assert!(comment.contains("opted out") && comment.contains("not verified as fixed"));
     }
 }

@@ -94,13 +94,12 @@ impl Workflow {
 
     /// Policies to run: configuration, minus those switched off fleet-wide right now.
     pub fn selection(&self) -> Selection {
-        let mut selection = Selection::default();
-        for (id, p) in &self.settings.policies {
-            if let Some(enabled) = p.enabled {
-                selection.enabled.insert(id.clone(), enabled);
-            }
-            selection.options.insert(id.clone(), p.options.clone());
-        }
+        self.selection_for(None)
+    }
+
+    /// [`Workflow::selection`] with the overrides of `owner`'s `[targets.orgs.<owner>]`.
+    pub fn selection_for(&self, owner: Option<&str>) -> Selection {
+        let mut selection = self.settings.policy_selection_for(owner);
         selection.disabled = self.flags.snapshot().disabled_policies;
         selection
     }

@@ -6,16 +6,26 @@ use super::error::StepError;
 use crate::bus::Step;
 use crate::bus::envelope::{Envelope, ReconcileTask, ScanTask, Task};
 use crate::bus::events::{self, Event};
+use crate::config::TargetMode;
 use crate::github::snapshot;
 use crate::policy;
 
 #[tracing::instrument(skip_all, fields(run_id, repo = %task.repo))]
 pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), StepError> {
-    let (snap, meta) = snapshot::build(&wf.github, &task.repo, task.meta.clone()).await?;
-    let mut selection = wf.selection();
+    let targeting = wf.settings.targets.for_repo(&task.repo);
+    let mut selection = wf.selection_for(Some(&task.repo.owner));
     // Owners' suppressions expire at the end of their `until` day (UTC).
     selection.today = Some(time::OffsetDateTime::now_utc().date());
-    let evaluation = policy::evaluate(&snap, &selection, false);
+    selection.opt_in_required = targeting.mode == TargetMode::OptIn && !targeting.opted_in;
+    let (snap, meta) =
+        snapshot::build_for(&wf.github, &task.repo, task.meta.clone(), &selection).await?;
+    let opted_out = !policy::checked(&snap, &selection);
+    let evaluation = if opted_out {
+        tracing::info!("repository not checked: opted out, or not opted in");
+        policy::Evaluation::default()
+    } else {
+        policy::evaluate(&snap, &selection, false)
+    };
     for (policy, reason) in &evaluation.unknown {
         tracing::warn!(
             policy,
@@ -30,15 +40,6 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         labels,
         assignees,
     } = evaluation;
-    if !labels.is_empty() || !assignees.is_empty() {
-        // The reconcile task has no place for them yet; recorded so owners can see they
-        // were read.
-        tracing::info!(
-            ?labels,
-            ?assignees,
-            "owner configuration asks for labels and assignees"
-        );
-    }
     tracing::info!(findings = findings.len(), head = ?snap.head_sha, "repository scanned");
     events::emit(
         &wf.bus,
@@ -46,7 +47,7 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         Event::RepoScanned,
         Some(&task.repo),
         "",
-        serde_json::json!({ "head_sha": snap.head_sha, "findings": findings.len(), "unknown": unknown }),
+        serde_json::json!({ "head_sha": snap.head_sha, "findings": findings.len(), "unknown": unknown, "opted_out": opted_out }),
     )
     .await?;
     for f in &findings {
@@ -68,7 +69,16 @@ pub async fn run(wf: &Workflow, run_id: &str, task: ScanTask) -> Result<(), Step
         unknown,
         has_issues: meta.has_issues,
         head_sha: snap.head_sha,
+        labels,
+        assignees,
+        opted_out,
+        // Only a repository without issues files elsewhere.
+        issue_repo: targeting.issue_repo.filter(|_| !meta.has_issues),
     };
+    if next.opted_out {
+        // Nothing to review in a repository that is not checked: no model is asked.
+        return forward_to_reconcile(wf, run_id, next).await;
+    }
     super::review::forward(wf, run_id, next).await
 }
 

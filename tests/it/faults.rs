@@ -254,3 +254,60 @@ async fn a_misbehaving_github_closes_only_what_was_fixed() {
         );
     }
 }
+
+/// A close or reopen is a comment and a state change. When GitHub fails either half (as a
+/// crash between the two would leave it), the step is retried: the comment is never lost
+/// (the issue is not closed before its comment) and never doubled (the retry finds its
+/// comment newest and only changes the state).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_change_failing_after_its_comment_is_retried_without_a_second_comment() {
+    let mut h = Harness::start().await;
+    h.seed_repo("solo-org", "app", false, Some(1));
+    h.spawn_worker().await;
+    let target = "solo-org/app";
+    let license = |h: &Harness| {
+        h.double
+            .issues("solo-org", "app")
+            .into_iter()
+            .find(|i| i.body.contains("license/missing"))
+            .expect("the license issue")
+    };
+
+    let first = h.run(target, false).await;
+    assert!(first.status.is_final(), "{first:?}");
+    assert_eq!(license(&h).state, "open");
+
+    let fails_once = |method: &str| Fault {
+        method: Some(method.into()),
+        path_prefix: "/repos/solo-org/app/issues/".into(),
+        status: 502,
+        retry_after: None,
+        times: 1,
+    };
+    h.double
+        .put_file("solo-org", "app", "LICENSE", "MIT License\n");
+    h.double.inject_fault(fails_once("POST"));
+    let fixed = h.run(target, false).await;
+    assert!(fixed.status.is_final(), "{fixed:?}");
+    let closed = license(&h);
+    assert_eq!(closed.state, "closed", "{fixed:?}");
+    assert_eq!(closed.comments.len(), 1, "{:?}", closed.comments);
+
+    h.double.delete_file("solo-org", "app", "LICENSE");
+    h.double.inject_fault(fails_once("PATCH"));
+    let again = h.run(target, false).await;
+    assert!(again.status.is_final(), "{again:?}");
+    let reopened = license(&h);
+    assert_eq!(reopened.state, "open", "{again:?}");
+    assert_eq!(reopened.comments.len(), 2, "{:?}", reopened.comments);
+    assert!(reopened.comments[1].contains("found this problem again"));
+    assert_eq!(
+        h.double
+            .requests()
+            .iter()
+            .filter(|r| r.status == 502)
+            .count(),
+        2,
+        "the closing comment and the reopening failed once each"
+    );
+}

@@ -392,6 +392,10 @@ async fn a_reconcile_older_than_the_stored_state_is_skipped_and_counted() {
         unknown: BTreeMap::new(),
         has_issues: true,
         head_sha: None,
+        labels: vec![],
+        assignees: vec![],
+        opted_out: false,
+        issue_repo: None,
     };
     // The newer run finds the problem and files its issue ...
     reconcile::run(&wf, &ids[1], task(vec![license_finding()]))

@@ -9,6 +9,7 @@ mod faults;
 mod fleet;
 mod fleet_core;
 mod helpers;
+mod hygiene;
 mod llm;
 mod malformed;
 mod operations;

@@ -409,10 +409,28 @@ fn corpus_agrees_with_zizmor() {
 
 /// A repository with three workflows costs at most 11 requests cold (Scorecard spends
 /// about 70), and an unchanged rescan spends no rate limit: every request is a 304.
+///
+/// The 11: repository, branch, tree, three workflow blobs, protection, check runs and
+/// combined status of the head (`default-branch-ci`), and the tag `actions/checkout@v4`
+/// resolved to its commit (its ref, then the annotated tag object) so the issue shows the
+/// exact pin. Issues and labels are the reconcile's and not counted here.
 #[tokio::test]
 async fn three_workflows_cost_at_most_eleven_requests_and_nothing_when_unchanged() {
     let mut h = Harness::start().await;
     h.double.add_org("octo");
+    h.double
+        .add_repo("actions", "checkout", RepoOptions::default());
+    h.double.put_file(
+        "actions",
+        "checkout",
+        "action.yml",
+        "name: checkout
+runs:
+  using: node20
+  main: dist/index.js
+",
+    );
+    let checkout_sha = h.double.add_tag("actions", "checkout", "v4", true);
     h.double.add_repo("octo", "app", RepoOptions::default());
     for (path, text) in [
         ("README.md", "# app\n"),
@@ -459,6 +477,19 @@ async fn three_workflows_cost_at_most_eleven_requests_and_nothing_when_unchanged
             .count(),
         3,
         "exactly the three workflow blobs are fetched"
+    );
+    let pinned = h
+        .double
+        .issues("octo", "app")
+        .into_iter()
+        .find(|i| i.title.contains("actions/checkout"))
+        .expect("pinned-actions issue");
+    assert!(
+        pinned
+            .body
+            .contains(&format!("uses: actions/checkout@{checkout_sha} # v4")),
+        "{}",
+        pinned.body
     );
     // The first run filed issues, which changes the repository's metadata and issue list;
     // from then on nothing changes.

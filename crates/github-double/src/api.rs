@@ -63,12 +63,12 @@ impl Drop for Arrival {
 }
 
 /// A parsed request.
-struct Req {
+pub(crate) struct Req {
     method: String,
     path: String,
     query: String,
     params: Vec<(String, String)>,
-    base: String,
+    pub(crate) base: String,
     authorization: Option<String>,
     if_none_match: Option<String>,
     body: Bytes,
@@ -109,7 +109,7 @@ impl Req {
         }
     }
 
-    fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k == name)
@@ -128,24 +128,24 @@ impl Req {
 }
 
 /// An endpoint's answer before the cross-cutting headers are added.
-struct Out {
-    status: u16,
-    body: Option<Value>,
-    headers: Vec<(&'static str, String)>,
+pub(crate) struct Out {
+    pub(crate) status: u16,
+    pub(crate) body: Option<Value>,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Out {
-    fn json(status: u16, body: Value) -> Out {
+    pub(crate) fn json(status: u16, body: Value) -> Out {
         Out {
             status,
             body: Some(body),
             headers: Vec::new(),
         }
     }
-    fn error(status: u16, message: &str) -> Out {
+    pub(crate) fn error(status: u16, message: &str) -> Out {
         Out::json(status, render::error(message, status))
     }
-    fn not_found() -> Out {
+    pub(crate) fn not_found() -> Out {
         Out::error(404, "Not Found")
     }
     fn with(mut self, name: &'static str, value: String) -> Out {
@@ -402,7 +402,8 @@ fn repo_route(st: &mut State, req: &Req, m: &str, owner: &str, name: &str, rest:
             }
         }
         ("POST", ["labels"]) => create_label(st, req, owner, name).unwrap_or_else(|e| e),
-        _ => Out::not_found(),
+        // Pull requests, checks, commit statuses and git tags live in their own module.
+        _ => crate::activity::route(st, req, m, owner, name, rest).unwrap_or_else(Out::not_found),
     }
 }
 
@@ -476,7 +477,7 @@ fn list_repos(st: &State, req: &Req, owner: &str, org_route: bool) -> Out {
 }
 
 /// Slices `items` per `per_page`/`page` and adds GitHub's `Link` header.
-fn paginate(req: &Req, items: Vec<Value>) -> Out {
+pub(crate) fn paginate(req: &Req, items: Vec<Value>) -> Out {
     paginate_with(req, items, |v| v)
 }
 
@@ -687,6 +688,28 @@ fn take_labels(st: &mut State, owner: &str, name: &str, value: &Value) -> Result
     Ok(resolved)
 }
 
+/// The `assignees` of an issue write (logins), when given; GitHub replaces the whole set.
+fn assignees_of(body: &Value) -> Result<Option<Vec<String>>, Out> {
+    let Some(value) = body.get("assignees") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        Out::json(
+            422,
+            render::validation_error("Issue", "assignees", "invalid"),
+        )
+    };
+    let logins = value.as_array().ok_or_else(invalid)?;
+    let mut out: Vec<String> = Vec::new();
+    for login in logins {
+        let login = login.as_str().ok_or_else(invalid)?;
+        if !out.iter().any(|l| l.eq_ignore_ascii_case(login)) {
+            out.push(login.to_owned());
+        }
+    }
+    Ok(Some(out))
+}
+
 fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Result<Out, Out> {
     let body = writable_body(st, req, owner, name)?;
     if !st.repo(owner, name).expect("checked").has_issues {
@@ -706,6 +729,7 @@ fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Result<Ou
         Some(v) => take_labels(st, owner, name, v)?,
         None => Vec::new(),
     };
+    let assignees = assignees_of(&body)?.unwrap_or_default();
     let id = st.fresh_id();
     let now = now_iso();
     let repo = st.repo_mut(owner, name).expect("checked");
@@ -718,6 +742,7 @@ fn create_issue(st: &mut State, req: &Req, owner: &str, name: &str) -> Result<Ou
         state: "open".into(),
         state_reason: None,
         labels,
+        assignees,
         comments: Vec::new(),
         created_at: now.clone(),
         updated_at: now,
@@ -800,9 +825,13 @@ fn update_issue(
         Some(v) => Some(take_labels(st, owner, name, v)?),
         None => None,
     };
+    let assignees = assignees_of(&body)?;
     let now = now_iso();
     let repo = st.repo_mut(owner, name).expect("checked");
     let issue = &mut repo.issues[idx];
+    if let Some(a) = assignees {
+        issue.assignees = a;
+    }
     if let Some(t) = body.get("title").and_then(Value::as_str) {
         issue.title = t.to_string();
     }

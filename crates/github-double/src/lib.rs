@@ -2,7 +2,8 @@
 //!
 //! The double serves the subset of GitHub's REST API that Repo Guardian's workers use
 //! (repository listing, repository metadata, branches and their protection, git trees,
-//! contents, issues, comments, labels and the rate-limit overview) with response bodies
+//! contents, issues, comments, labels, open pull requests, check runs, combined commit
+//! status, tag refs and annotated tags, and the rate-limit overview) with response bodies
 //! shaped after GitHub's OpenAPI description. Tests seed it through [`GithubDouble`],
 //! drive real workers against [`GithubDouble::url`], and then inspect what happened
 //! ([`GithubDouble::issues`], [`GithubDouble::requests`]). Cross-cutting GitHub behaviour
@@ -16,6 +17,7 @@
 // `json!` bodies as large as `full-repository` need a deeper macro recursion limit.
 #![recursion_limit = "256"]
 
+mod activity;
 mod api;
 mod demo;
 mod limits;
@@ -27,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use activity::{CheckRunSpec, PullSpec};
 pub use demo::seed_demo;
 pub use limits::SecondaryLimits;
 use state::State;
@@ -94,6 +97,8 @@ pub struct IssueView {
     pub state: String,
     /// Label names, in the order they were set.
     pub labels: Vec<String>,
+    /// Assigned logins, in the order they were set.
+    pub assignees: Vec<String>,
     /// Comment bodies, oldest first.
     pub comments: Vec<String>,
 }
@@ -208,6 +213,13 @@ impl GithubDouble {
     pub fn set_archived(&self, owner: &str, repo: &str, archived: bool) {
         if let Some(r) = self.lock().repo_mut(owner, repo) {
             r.archived = archived;
+        }
+    }
+
+    /// Enables or disables issues on a repository (`has_issues`).
+    pub fn set_has_issues(&self, owner: &str, repo: &str, has_issues: bool) {
+        if let Some(r) = self.lock().repo_mut(owner, repo) {
+            r.has_issues = has_issues;
         }
     }
 

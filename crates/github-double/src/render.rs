@@ -34,7 +34,7 @@ pub fn validation_error(resource: &str, field: &str, code: &str) -> Value {
     })
 }
 
-fn node_id(prefix: &str, id: u64) -> String {
+pub(crate) fn node_id(prefix: &str, id: u64) -> String {
     let raw = format!("0:{prefix}{id}");
     format!(
         "{prefix}_{}",
@@ -139,7 +139,7 @@ pub fn org_full(base: &str, a: &Account, public_repos: usize, private_repos: usi
     })
 }
 
-fn merge(target: &mut Value, extra: Value) {
+pub(crate) fn merge(target: &mut Value, extra: Value) {
     if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
         t.extend(e);
     }
@@ -615,6 +615,11 @@ pub fn issue(base: &str, repo: &Repo, i: &Issue) -> Value {
         .filter_map(|n| repo.labels.get(&n.to_lowercase()))
         .map(|l| label(base, repo, l))
         .collect();
+    let assignees: Vec<Value> = i
+        .assignees
+        .iter()
+        .map(|login| simple_user(base, login, user_id(login), "User"))
+        .collect();
     json!({
         "id": i.id,
         "node_id": node_id("I", i.id),
@@ -631,8 +636,8 @@ pub fn issue(base: &str, repo: &Repo, i: &Issue) -> Value {
         "body": i.body,
         "user": actor(base),
         "labels": labels,
-        "assignee": null,
-        "assignees": [],
+        "assignee": assignees.first().cloned().unwrap_or(Value::Null),
+        "assignees": assignees,
         "milestone": null,
         "locked": false,
         "active_lock_reason": null,
@@ -644,6 +649,14 @@ pub fn issue(base: &str, repo: &Repo, i: &Issue) -> Value {
         "author_association": "NONE",
         "timeline_url": format!("{u}/issues/{}/timeline", i.number),
     })
+}
+
+/// A stable account id for a login the double has no account for.
+fn user_id(login: &str) -> u64 {
+    login
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        % 1_000_000_000
 }
 
 /// `issue-comment`.

@@ -134,6 +134,8 @@ pub struct Issue {
     pub state: String,
     pub state_reason: Option<String>,
     pub labels: Vec<String>,
+    /// Logins assigned to the issue.
+    pub assignees: Vec<String>,
     pub comments: Vec<Comment>,
     pub created_at: String,
     pub updated_at: String,
@@ -174,6 +176,8 @@ pub struct Repo {
     pub labels: BTreeMap<String, Label>,
     /// Recursive trees answer `truncated: true`, as GitHub does beyond its size limits.
     pub truncate_trees: bool,
+    /// Pull requests, check runs, commit statuses and tags (`crate::activity`).
+    pub activity: crate::activity::Activity,
 }
 
 /// What became of an issue that left its repository.
@@ -190,7 +194,7 @@ pub enum GoneIssue {
 impl Repo {
     /// Issue numbers are never reused, not even those of deleted or transferred issues.
     pub fn next_issue_number(&self) -> u64 {
-        (self.issues.len() + self.gone_issues.len()) as u64 + 1
+        (self.issues.len() + self.gone_issues.len() + self.activity.pulls.len()) as u64 + 1
     }
 
     pub fn full_name(&self) -> String {
@@ -357,6 +361,7 @@ impl State {
             gone_issues: BTreeMap::new(),
             labels: BTreeMap::new(),
             truncate_trees: false,
+            activity: Default::default(),
         };
         self.repos
             .insert(format!("{owner}/{name}").to_lowercase(), repo);
@@ -474,6 +479,7 @@ impl State {
                 body: i.body.clone().unwrap_or_default(),
                 state: i.state.clone(),
                 labels: i.labels.clone(),
+                assignees: i.assignees.clone(),
                 comments: i.comments.iter().map(|c| c.body.clone()).collect(),
             })
             .collect()

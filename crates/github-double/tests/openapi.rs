@@ -481,6 +481,89 @@ async fn responses_follow_github_openapi() {
         .await;
     s.get(&format!("{issues}/99/comments"), 404).await;
 
+    // Assignees on create and update.
+    let assigned = s
+        .send(
+            "POST",
+            issues,
+            Some(json!({"title": "Assigned", "labels": ["guardian"], "assignees": ["octocat"]})),
+            None,
+            201,
+        )
+        .await;
+    assert_eq!(assigned.body["assignees"][0]["login"], "octocat");
+    s.send(
+        "PATCH",
+        &format!("{issues}/{}", assigned.body["number"]),
+        Some(json!({"assignees": ["octocat", "hubot"]})),
+        None,
+        200,
+    )
+    .await;
+
+    // Pull requests, check runs, commit statuses and tags (the hygiene policies and the
+    // tag lookups of pinned-actions).
+    let gw = "/repos/demo-org/api-gateway";
+    double.add_pull(
+        "demo-org",
+        "api-gateway",
+        github_double::PullSpec {
+            title: "Old change".into(),
+            author: "contributor".into(),
+            draft: true,
+            idle_days: 60,
+        },
+    );
+    double.add_check_run(
+        "demo-org",
+        "api-gateway",
+        github_double::CheckRunSpec::completed("test", "failure"),
+    );
+    double.add_check_run(
+        "demo-org",
+        "api-gateway",
+        github_double::CheckRunSpec {
+            name: "lint".into(),
+            status: "in_progress".into(),
+            conclusion: None,
+        },
+    );
+    double.set_commit_status("demo-org", "api-gateway", "ci/legacy", "error");
+    let tagged = double.add_tag("demo-org", "api-gateway", "v1", true);
+    double.add_tag("demo-org", "api-gateway", "v1.0.1", false);
+    let pulls = s
+        .get_then_304(&format!(
+            "{gw}/pulls?state=open&sort=updated&direction=asc&per_page=100"
+        ))
+        .await;
+    assert_eq!(pulls.body[0]["draft"], true);
+    let runs = s
+        .get_then_304(&format!(
+            "{gw}/commits/main/check-runs?filter=latest&per_page=100"
+        ))
+        .await;
+    assert_eq!(runs.body["total_count"], 2);
+    let status = s
+        .get_then_304(&format!("{gw}/commits/main/status?per_page=100"))
+        .await;
+    assert_eq!(status.body["state"], "failure");
+    s.get(&format!("{gw}/commits/main/status"), 200).await;
+    s.get("/repos/demo-org/billing-service/commits/main/status", 200)
+        .await;
+    // `{ref}` is `tags/v1`, one parameter holding a slash: GitHub takes it as is, prism
+    // matches it only encoded, and the double serves both spellings.
+    let annotated = s.get_then_304(&format!("{gw}/git/ref/tags%2Fv1")).await;
+    assert_eq!(annotated.body["object"]["type"], "tag");
+    let object = annotated.body["object"]["sha"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let tag = s.get_then_304(&format!("{gw}/git/tags/{object}")).await;
+    assert_eq!(tag.body["object"]["sha"], tagged.as_str());
+    let light = s.get(&format!("{gw}/git/ref/tags%2Fv1.0.1"), 200).await;
+    assert_eq!(light.body["object"]["type"], "commit");
+    s.get(&format!("{gw}/git/ref/tags%2Fv9"), 404).await;
+
     let prism_log = std::fs::read_to_string(&prism.log).unwrap_or_default();
     drop(prism);
     assert!(

@@ -71,6 +71,7 @@ impl<C: WorkflowCheck> Policy for Workflows<C> {
                 let report = Report {
                     policy: self,
                     source,
+                    snapshot,
                 };
                 self.0.check(&report, options)
             })
@@ -82,6 +83,9 @@ impl<C: WorkflowCheck> Policy for Workflows<C> {
 pub(crate) struct Report<'a> {
     policy: &'a dyn Policy,
     pub(crate) source: &'a Source<'a>,
+    /// The whole snapshot, for what a fleet scan looked up besides the files (the commit
+    /// SHAs of action tags).
+    pub(crate) snapshot: &'a Snapshot,
 }
 
 impl Report<'_> {
