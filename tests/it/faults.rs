@@ -265,17 +265,20 @@ async fn a_state_change_failing_after_its_comment_is_retried_without_a_second_co
     h.seed_repo("solo-org", "app", false, Some(1));
     h.spawn_worker().await;
     let target = "solo-org/app";
-    let license = |h: &Harness| {
-        h.double
+
+    // A run of the repository, then its license issue's state and comments.
+    async fn run_and_read(h: &Harness, target: &str) -> (String, Vec<String>) {
+        let record = h.run(target, false).await;
+        assert!(record.status.is_final(), "{record:?}");
+        let issue = h
+            .double
             .issues("solo-org", "app")
             .into_iter()
             .find(|i| i.body.contains("license/missing"))
-            .expect("the license issue")
-    };
-
-    let first = h.run(target, false).await;
-    assert!(first.status.is_final(), "{first:?}");
-    assert_eq!(license(&h).state, "open");
+            .expect("the license issue");
+        (issue.state, issue.comments)
+    }
+    assert_eq!(run_and_read(&h, target).await.0, "open");
 
     let fails_once = |method: &str| Fault {
         method: Some(method.into()),
@@ -287,20 +290,22 @@ async fn a_state_change_failing_after_its_comment_is_retried_without_a_second_co
     h.double
         .put_file("solo-org", "app", "LICENSE", "MIT License\n");
     h.double.inject_fault(fails_once("POST"));
-    let fixed = h.run(target, false).await;
-    assert!(fixed.status.is_final(), "{fixed:?}");
-    let closed = license(&h);
-    assert_eq!(closed.state, "closed", "{fixed:?}");
-    assert_eq!(closed.comments.len(), 1, "{:?}", closed.comments);
+    let (state, comments) = run_and_read(&h, target).await;
+    assert_eq!(
+        (state.as_str(), comments.len()),
+        ("closed", 1),
+        "{comments:?}"
+    );
 
     h.double.delete_file("solo-org", "app", "LICENSE");
     h.double.inject_fault(fails_once("PATCH"));
-    let again = h.run(target, false).await;
-    assert!(again.status.is_final(), "{again:?}");
-    let reopened = license(&h);
-    assert_eq!(reopened.state, "open", "{again:?}");
-    assert_eq!(reopened.comments.len(), 2, "{:?}", reopened.comments);
-    assert!(reopened.comments[1].contains("found this problem again"));
+    let (state, comments) = run_and_read(&h, target).await;
+    assert_eq!(
+        (state.as_str(), comments.len()),
+        ("open", 2),
+        "{comments:?}"
+    );
+    assert!(comments[1].contains("found this problem again"));
     assert_eq!(
         h.double
             .requests()
