@@ -10,8 +10,9 @@
 //! - **webhook latency**: one repository, 100 ms per GitHub request, a signed `push`
 //!   after each change of its licence, timed until the issue on the double has changed;
 //! - **budget**: three workers scan an organisation (100 repositories, 40 with `--quick`)
-//!   against a double enforcing 150 requests per 10 s (GitHub's 900 a minute, scaled);
-//!   utilisation is the share of that allowance used, violations every 403/429 the fleet
+//!   against a double enforcing 150 points per 10 s (GitHub's 900 a minute, scaled; a GET
+//!   costs 1, a write 5), the fleet's shared budget set to the same; utilisation is the
+//!   share of that allowance used over the run, violations every 403/429 the fleet
 //!   received in all scenarios;
 //! - **process**: resident memory of a worker idle and under load, and start-up to ready.
 //!
@@ -464,25 +465,35 @@ async fn budget_scenario(opts: &Options, budget: &mut Budget) -> anyhow::Result<
     let double = GithubDouble::start().await?;
     seed_org(&double, opts.budget_repos).await?;
     double.set_latency(Duration::from_millis(20));
-    let mut fleet = Fleet::start(&double, &[]).await?;
+    // The fleet's shared budget, scaled like the double's limit: the same points per
+    // (10 s) window.
+    let window = format!("{}s", BUDGET_WINDOW.as_secs());
+    let points = BUDGET_PER_WINDOW.to_string();
+    let mut fleet = Fleet::start(
+        &double,
+        &[
+            ("GUARDIAN__GITHUB__BUDGET__WINDOW", window.as_str()),
+            (
+                "GUARDIAN__GITHUB__BUDGET__REQUESTS_PER_MINUTE",
+                points.as_str(),
+            ),
+        ],
+    )
+    .await?;
     for _ in 0..3 {
         fleet.spawn_worker().await?;
     }
     double.clear_requests();
     double.set_secondary_limits(SecondaryLimits {
-        requests: Some(BUDGET_PER_WINDOW),
-        content_creation: None,
+        points: Some(BUDGET_PER_WINDOW),
         window: BUDGET_WINDOW,
+        ..Default::default()
     });
     let elapsed = fleet.run(&format!("org:{ORG}")).await?;
-    let admitted = double
-        .requests()
-        .iter()
-        .filter(|r| r.status != 403 && r.status != 429)
-        .count();
+    let admitted: u32 = double.secondary_admitted().iter().map(|(_, p)| p).sum();
     let allowed =
         f64::from(BUDGET_PER_WINDOW) * elapsed.as_secs_f64() / BUDGET_WINDOW.as_secs_f64();
-    budget.utilisation = (admitted as f64 / allowed).min(1.0);
+    budget.utilisation = (f64::from(admitted) / allowed).min(1.0);
     budget.add(&double);
     Ok(())
 }

@@ -134,9 +134,10 @@ pub struct GithubSettings {
     pub label: String,
     /// `User-Agent` header GitHub asks every client to send.
     pub user_agent: String,
-    /// Least time between two mutating requests (POST/PATCH/PUT/DELETE) of one worker.
-    /// GitHub asks integrations not to send writes concurrently and to wait about a second
-    /// between them; writes are also serialised per worker.
+    /// Least time between two mutating requests (POST/PATCH/PUT/DELETE) of one token across
+    /// the whole fleet (GitHub asks for writes one after another, about a second apart). It
+    /// is kept through the shared budget (`[github.budget]`); writes of one worker are also
+    /// serialised. `0s` leaves only the per-minute and per-hour caps.
     #[serde(
         deserialize_with = "humantime_serde::deserialize",
         serialize_with = "duration_text"
@@ -150,6 +151,43 @@ pub struct GithubSettings {
         serialize_with = "duration_text"
     )]
     pub secondary_limit_backoff: Duration,
+    /// The fleet-wide API budget per token (`[github.budget]`).
+    pub budget: BudgetSettings,
+}
+
+/// The fleet-wide GitHub API budget of one token (`[github.budget]`), shared by every
+/// worker through the `guardian_budget` bucket; see `docs/operations/monitoring.md#github-api-budget`.
+/// The caps default to GitHub's documented secondary limits, a little below them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Points per `window` for the whole fleet: a GET costs 1, a write 5 (GitHub: 900 a
+    /// minute per token).
+    pub requests_per_minute: u32,
+    /// Content-creating requests (POST) per `window` for the whole fleet (GitHub: 80).
+    pub writes_per_minute: u32,
+    /// Content-creating requests per 60 `window`s for the whole fleet (GitHub: 500 an hour).
+    pub writes_per_hour: u32,
+    /// Requests of one token in flight at once across the fleet (GitHub: 100); each worker
+    /// takes its share of it among the workers seen in the last half minute.
+    pub max_concurrent: u32,
+    /// Requests of one token in flight at once in one worker.
+    pub max_concurrent_per_worker: u32,
+    /// Part of the primary (hourly) limit never spent: when GitHub reports this many or
+    /// fewer requests remaining, the fleet waits for the reset.
+    pub reserve: u32,
+    /// Longest wait a request sleeps in its worker for budget; a longer wait hands the step
+    /// back to the queue until the budget returns (without using up its deliveries).
+    #[serde(with = "duration_field")]
+    pub max_wait: Duration,
+    /// Length of GitHub's minute for the caps above (the hour is 60 of them). Only tests
+    /// and benchmarks shorten it, to scale GitHub's limits down.
+    #[serde(with = "duration_field")]
+    pub window: Duration,
+    /// Most request points a worker claims from the shared counter at once beyond what it
+    /// needs right now, while less than half the window's budget is used (fewer round
+    /// trips to NATS when the budget is plentiful).
+    pub batch: u32,
 }
 
 impl std::fmt::Debug for GithubSettings {
@@ -163,6 +201,7 @@ impl std::fmt::Debug for GithubSettings {
             .field("label", &self.label)
             .field("write_interval", &self.write_interval)
             .field("secondary_limit_backoff", &self.secondary_limit_backoff)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -587,7 +626,14 @@ fn serialize_durations<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::
     s.collect_seq(v.iter().map(|d| short_duration(*d)))
 }
 
-fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// A duration field read as humantime text (`30s`) and written the way the defaults
+/// spell it: `#[serde(with = "duration_field")]`.
+mod duration_field {
+    pub(crate) use super::duration_text as serialize;
+    pub(crate) use humantime_serde::deserialize;
+}
+
+pub(crate) fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&short_duration(*d))
 }
 
@@ -747,6 +793,7 @@ impl Settings {
         if self.github.label.trim().is_empty() {
             return invalid("github.label", "must not be empty");
         }
+        self.validate_budget()?;
         let c = self.worker.concurrency;
         for (key, n) in [
             ("worker.concurrency.plan", c.plan),
@@ -857,6 +904,45 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "github.app.token_refresh_margin",
                 problem: "must be below 55m (installation tokens live one hour)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `[github.budget]`: every cap at least 1, a write's cost within a minute's points.
+    fn validate_budget(&self) -> Result<(), ConfigError> {
+        let b = &self.github.budget;
+        for (key, n) in [
+            ("github.budget.requests_per_minute", b.requests_per_minute),
+            ("github.budget.writes_per_minute", b.writes_per_minute),
+            ("github.budget.writes_per_hour", b.writes_per_hour),
+            ("github.budget.max_concurrent", b.max_concurrent),
+            (
+                "github.budget.max_concurrent_per_worker",
+                b.max_concurrent_per_worker,
+            ),
+            ("github.budget.batch", b.batch),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must be at least 1".into(),
+                });
+            }
+        }
+        if b.requests_per_minute < 5 {
+            return Err(ConfigError::Invalid {
+                key: "github.budget.requests_per_minute",
+                problem: format!(
+                    "must be at least 5 (one write costs 5 points), got {}",
+                    b.requests_per_minute
+                ),
+            });
+        }
+        if b.window < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                key: "github.budget.window",
+                problem: "must be at least 100ms".into(),
             });
         }
         Ok(())

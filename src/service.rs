@@ -344,7 +344,7 @@ pub async fn serve(
             }
             Some(request) = status.next() => {
                 let reply = match parse_status_request(&request.message.payload) {
-                    Ok(run_id) => match runs.get(&run_id).await {
+                    Ok(run_id) => match runs.view(&run_id).await {
                         Ok(Some(record)) => Ok(serde_json::to_vec(&record).unwrap_or_default().into()),
                         Ok(None) => Err(service::error::Error { status: format!("run {run_id} not found"), code: 404 }),
                         Err(e) => Err(service::error::Error { status: truncate(&e.to_string(), MAX_REPLY_TEXT), code: 503 }),

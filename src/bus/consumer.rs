@@ -382,7 +382,14 @@ impl MessageContext {
                     "retry"
                 }
                 Disposition::Defer(wait) => {
-                    self.defer(&message, &deferral_key, wait).await;
+                    let fleet_wide = matches!(
+                        result,
+                        Err(StepError::BudgetExhausted {
+                            fleet_wide: true,
+                            ..
+                        })
+                    );
+                    self.defer(&message, &deferral_key, wait, fleet_wide).await;
                     "retry"
                 }
                 Disposition::Terminate(reason) => {
@@ -399,10 +406,19 @@ impl MessageContext {
             .dec();
     }
 
-    /// Hands the message back until GitHub's budget returns, tells the fleet, and notes the
-    /// deferral so it does not count against the message's delivery budget.
-    async fn defer(&self, message: &jetstream::Message, key: &str, wait: Duration) {
-        if let Err(e) = flags::record_budget_exhausted(&self.bus, &self.flags, wait).await {
+    /// Hands the message back until GitHub's budget returns, tells the fleet (when the
+    /// whole budget is spent, not only the write budget), and notes the deferral so it does
+    /// not count against the message's delivery budget.
+    async fn defer(
+        &self,
+        message: &jetstream::Message,
+        key: &str,
+        wait: Duration,
+        fleet_wide: bool,
+    ) {
+        if fleet_wide
+            && let Err(e) = flags::record_budget_exhausted(&self.bus, &self.flags, wait).await
+        {
             tracing::warn!(error.message = %e, "cannot record the GitHub budget fleet-wide");
         }
         if let Err(e) = add_deferral(&self.deferrals, key).await {
@@ -693,6 +709,7 @@ mod tests {
             Err(StepError::BudgetExhausted {
                 message: "rate limited".into(),
                 wait: Duration::from_secs(600),
+                fleet_wide: true,
                 source: None,
             })
         };

@@ -30,6 +30,8 @@ pub const HTTP_BUCKET: &str = "guardian_http";
 pub const FLAGS_BUCKET: &str = "guardian_flags";
 pub const LEASES_BUCKET: &str = "guardian_leases";
 pub const DEFERRALS_BUCKET: &str = "guardian_deferrals";
+/// The fleet's shared GitHub API budget per token (`crate::github::budget`).
+pub const BUDGET_BUCKET: &str = "guardian_budget";
 /// LLM answer cache and token budgets (`crate::llm::store`).
 pub const LLM_BUCKET: &str = "guardian_llm";
 /// GitHub App installation tokens shared by the fleet, sealed with a key derived from the

@@ -60,11 +60,13 @@ pub enum StepError {
     },
     /// GitHub's request budget is exhausted for `wait`: not a failure of the step. The
     /// message is handed back for after the wait without using up its delivery budget,
-    /// and the whole fleet stops calling GitHub until then.
+    /// and, when `fleet_wide`, the whole fleet stops calling GitHub until then (a wait for
+    /// the write budget alone lets reads go on).
     #[error("{message}")]
     BudgetExhausted {
         message: String,
         wait: Duration,
+        fleet_wide: bool,
         #[source]
         source: Option<Cause>,
     },

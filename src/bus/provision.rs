@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_nats::jetstream::{consumer, kv, stream};
 
 use super::{
-    Bus, BusError, DEFERRALS_BUCKET, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET, HTTP_BUCKET,
-    LEASES_BUCKET, LLM_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, TOKENS_BUCKET, WORK_STREAM,
+    BUDGET_BUCKET, Bus, BusError, DEFERRALS_BUCKET, DLQ_STREAM, EVENTS_STREAM, FLAGS_BUCKET,
+    HTTP_BUCKET, LEASES_BUCKET, LLM_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, TOKENS_BUCKET,
+    WORK_STREAM,
 };
 use crate::config::{NatsSettings, Settings};
 
@@ -108,6 +109,14 @@ pub async fn provision(bus: &Bus, all: &Settings) -> Result<Provisioned, BusErro
             7 * day,
         ),
         (HTTP_BUCKET, "Shared GitHub ETag cache", 1, 7 * day),
+        // Every key is rewritten while its token is in use; two hours outlive the longest
+        // window (the hourly content-creation cap) and let a retired token's keys go.
+        (
+            BUDGET_BUCKET,
+            "Shared GitHub API budget per token",
+            1,
+            Duration::from_secs(2 * 3600),
+        ),
         (FLAGS_BUCKET, "Fleet-wide kill switches", 5, Duration::ZERO),
         // Installation tokens live one hour; an entry older than that is useless.
         (

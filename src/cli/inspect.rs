@@ -60,7 +60,7 @@ pub async fn runs(bus: &Bus, command: RunsCommand) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Show { run_id, format } => {
             let run_id = parse_run_id(&run_id)?;
-            match store.get(&run_id).await? {
+            match store.view(&run_id).await? {
                 Some(record) => {
                     super::run::print_record(bus, &record, format).await?;
                     Ok(ExitCode::SUCCESS)

@@ -162,6 +162,19 @@ pub fn record(record: &RunRecord) -> String {
             line("held back", counts(&record.planned, true));
         }
     }
+    if record.deferred_writes > 0 {
+        let resume = record
+            .writes_resume_at
+            .map(|t| format!(", resuming {} UTC", short_time(t)))
+            .unwrap_or_default();
+        line(
+            "deferred",
+            format!(
+                "{} issue writes waiting for the GitHub write budget{resume}",
+                record.deferred_writes
+            ),
+        );
+    }
     if !record.llm_tokens.is_zero() {
         let t = record.llm_tokens;
         line(

@@ -4,7 +4,8 @@
 //! Server or the test double). On top of it this module adds what makes the fleet frugal:
 //! conditional requests against a shared ETag cache in `guardian_http` (a 304 costs no rate
 //! limit), immutable resources (trees by commit SHA) served from the cache without a
-//! request at all, rate-limit bookkeeping, and one classification of failures into
+//! request at all, the fleet-wide API budget of each token ([`budget`]: every request
+//! waits for its share of it), and one classification of failures into
 //! "retry later" and "never" ([`GithubError::retry`]). Which credential a request carries
 //! (a personal access token, or a GitHub App's installation token for the account the
 //! request is about) is decided per request by [`auth::Auth`]; tokens live in
@@ -12,6 +13,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod issues;
 pub mod listing;
@@ -26,6 +28,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use crate::config::GithubSettings;
 use crate::telemetry::{self, CacheOutcome};
 use auth::{Auth, Credential};
+pub use budget::Budget;
+use budget::{BudgetError, WaitKind};
 pub use cache::EtagCache;
 
 /// Whether a failed request is worth trying again, and when.
@@ -91,6 +95,27 @@ pub enum GithubError {
     /// installation left out by `github.app.installation_ids`, or a path without account.
     #[error("GitHub App: {0}")]
     App(String),
+    /// The fleet's budget for the token returns only after longer than
+    /// `github.budget.max_wait`: the request was not sent.
+    #[error(
+        "GitHub {method} {path}: not sent, the fleet's {} budget returns in {}s",
+        kind.as_str(),
+        wait.as_secs_f64().ceil()
+    )]
+    BudgetWait {
+        method: Method,
+        path: String,
+        kind: WaitKind,
+        wait: Duration,
+    },
+    /// The shared budget could not be read or claimed (NATS).
+    #[error("GitHub {method} {path}: not sent: {source}")]
+    Budget {
+        method: Method,
+        path: String,
+        #[source]
+        source: BudgetError,
+    },
 }
 
 impl GithubError {
@@ -114,6 +139,8 @@ impl GithubError {
                     Retry::Never
                 }
             }
+            GithubError::BudgetWait { wait, .. } => Retry::After(Some(*wait)),
+            GithubError::Budget { .. } => Retry::After(None),
             GithubError::Decode { .. }
             | GithubError::ForeignLink { .. }
             | GithubError::Config(_)
@@ -137,8 +164,27 @@ impl GithubError {
                 retry_after,
                 ..
             } => Some((*limit, retry_after.unwrap_or(Duration::from_secs(60)))),
+            GithubError::BudgetWait { kind, wait, .. } => Some((
+                match kind {
+                    WaitKind::Primary => Limit::Primary,
+                    _ => Limit::Secondary,
+                },
+                *wait,
+            )),
             _ => None,
         }
+    }
+
+    /// Whether a wait for budget concerns every request of the token (so the whole fleet
+    /// pauses its GitHub steps) or only writes (reads go on meanwhile).
+    pub fn pauses_fleet(&self) -> bool {
+        !matches!(
+            self,
+            GithubError::BudgetWait {
+                kind: WaitKind::Write,
+                ..
+            }
+        )
     }
 
     /// GitHub answered "not accessible": the token lacks a permission (403 without a rate
@@ -181,14 +227,13 @@ pub struct GithubClient {
     /// Requests of this client use this installation's token, whatever the path (set by
     /// [`GithubClient::for_installation`]).
     installation: Option<u64>,
+    /// The token's budget: shared by the fleet once [`GithubClient::with_budget`] gave it
+    /// the bucket, else kept by this process alone.
+    budget: Budget,
 }
 
-/// What this worker remembers to keep to GitHub's guidance on writes and secondary limits.
+/// What this worker remembers of GitHub's secondary limits.
 struct Pacing {
-    write_interval: Duration,
-    /// Held for the whole of a write: one mutating request at a time, at least
-    /// `write_interval` apart (the time of the last write is inside).
-    last_write: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     secondary_backoff: Duration,
     /// Secondary limits answered without `Retry-After` since the last success.
     secondary_strikes: std::sync::atomic::AtomicU32,
@@ -230,13 +275,12 @@ impl GithubClient {
             user_agent: settings.user_agent.clone(),
             cache,
             pacing: Arc::new(Pacing {
-                write_interval: settings.write_interval,
-                last_write: tokio::sync::Mutex::new(None),
                 secondary_backoff: settings.secondary_limit_backoff,
                 secondary_strikes: std::sync::atomic::AtomicU32::new(0),
             }),
             auth: Auth::from_settings(settings)?,
             installation: None,
+            budget: Budget::local(&settings.budget, settings.write_interval),
         })
     }
 
@@ -282,6 +326,55 @@ impl GithubClient {
             Some(id) => format!("{url}#installation:{id}"),
             None => url.to_string(),
         }
+    }
+
+    /// Uses `budget` (the fleet's shared one) for every request from now on.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Waits for the budget of a request of `method` (a POST creates content).
+    async fn admit(&self, key: &str, method: &Method) -> Result<budget::InFlight, BudgetError> {
+        self.budget
+            .enter(key, method, *method == Method::POST)
+            .await
+    }
+
+    /// Runs `work` with its first write admitted by the budget beforehand: `work` starts
+    /// once the write may go out, so a fence checked at its start (a lease renewed) is not
+    /// followed by a wait for budget before the write. `creating` for a POST.
+    /// `path` is the API path the write goes to: it names the token, hence the budget.
+    pub async fn with_write_admitted<T>(
+        &self,
+        path: &str,
+        creating: bool,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, GithubError> {
+        let method = if creating {
+            Method::POST
+        } else {
+            Method::PATCH
+        };
+        let in_flight = self
+            .admit(&self.budget_key_for(path).await?, &method)
+            .await
+            .map_err(|e| e.for_request(&method, path))?;
+        Ok(ADMITTED
+            .scope(std::sync::Mutex::new(Some((method, in_flight))), work)
+            .await)
+    }
+
+    /// How long a write to `path` would wait for the fleet's write budget of its token
+    /// now (an estimate); `creating` for content-creating requests (a new issue, comment or
+    /// label).
+    pub async fn write_budget_wait(
+        &self,
+        path: &str,
+        creating: bool,
+    ) -> Result<Duration, GithubError> {
+        let key = self.budget_key_for(path).await?;
+        Ok(self.budget.write_wait(&key, creating).await)
     }
 
     /// Absolute URL for an API path (`/repos/o/r`) or a full URL GitHub handed out, which
@@ -371,18 +464,11 @@ impl GithubClient {
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, GithubError> {
         let url = self.url(path)?;
-        // One write at a time per worker, `write_interval` apart: GitHub's guidance for
-        // mutating requests, and what keeps the content-creation limits from tripping.
-        let mut last_write = self.pacing.last_write.lock().await;
-        if let Some(last) = *last_write {
-            tokio::time::sleep_until(last + self.pacing.write_interval).await;
-        }
+        // The budget serialises the worker's writes, spaces them `write_interval` apart
+        // across the fleet and keeps the content-creation caps (see `budget`).
         let response = self
             .send(method.clone(), &url, HeaderMap::new(), Some(body))
-            .await;
-        *last_write = Some(tokio::time::Instant::now());
-        drop(last_write);
-        let response = response?;
+            .await?;
         telemetry::metrics().record_github_request(response.status.as_u16(), CacheOutcome::Miss);
         if !response.status.is_success() {
             return Err(self.status_error(method, &url, &response));
@@ -467,6 +553,22 @@ impl GithubClient {
         };
         let request = self.octo.build_request(builder, body).map_err(transport)?;
         drop(_enter);
+        let key = credential.budget_key();
+        // A write admitted ahead (see `with_write_admitted`) uses its admission when it is
+        // the kind admitted; another kind frees it (and the worker's write turn) first.
+        let admitted = match method {
+            Method::GET => None,
+            _ => ADMITTED.try_with(|a| a.lock().ok()?.take()).ok().flatten(),
+        };
+        let in_flight = match admitted {
+            Some((admitted_for, in_flight)) if admitted_for == method => in_flight,
+            other => {
+                drop(other);
+                self.admit(&key, &method)
+                    .await
+                    .map_err(|e| e.for_request(&method, &path))?
+            }
+        };
         let response = tracing::Instrument::instrument(self.octo.execute(request), span.clone())
             .await
             .map_err(transport)?;
@@ -474,11 +576,14 @@ impl GithubClient {
         span.record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
         record_rate_limit(&headers);
+        self.budget.observe(&key, &headers);
         let body = self
             .octo
             .body_to_string(response)
             .await
             .map_err(transport)?;
+        // In flight (and, for a write, its turn) until the whole answer has arrived.
+        drop(in_flight);
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             self.pacing.success();
         }
@@ -531,6 +636,30 @@ impl GithubClient {
             method: method.clone(),
             path: url_path(url),
             message: message.to_string(),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// A write's budget admission taken ahead by [`GithubClient::with_write_admitted`],
+    /// used by the first write of the task.
+    static ADMITTED: std::sync::Mutex<Option<(Method, budget::InFlight)>>;
+}
+
+impl BudgetError {
+    fn for_request(self, method: &Method, path: &str) -> GithubError {
+        match self {
+            BudgetError::Wait { kind, wait } => GithubError::BudgetWait {
+                method: method.clone(),
+                path: path.to_string(),
+                kind,
+                wait,
+            },
+            source => GithubError::Budget {
+                method: method.clone(),
+                path: path.to_string(),
+                source,
+            },
         }
     }
 }

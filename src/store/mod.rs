@@ -8,6 +8,7 @@
 //! `WrongLastRevision`); a conflict is retried with jittered exponential backoff up to a
 //! bound, and every other failure is a NATS error that keeps its source.
 
+pub mod deferred;
 pub mod leases;
 pub mod repos;
 pub mod runs;

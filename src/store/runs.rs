@@ -188,6 +188,23 @@ pub struct RunRecord {
     /// Tokens the review step spent on this run (absent when none).
     #[serde(default, skip_serializing_if = "LlmTokens::is_zero")]
     pub llm_tokens: LlmTokens,
+    /// Issue writes waiting for the fleet's GitHub write budget right now (absent when
+    /// none). Not stored: added up when the record is read for people (`runs show`,
+    /// `guardian.status`) from the run's `<run_id>.deferred.<repo>` keys.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferred_writes: u32,
+    /// When the next deferred write may go out.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub writes_resume_at: Option<time::OffsetDateTime>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Record for RunRecord {
@@ -404,6 +421,8 @@ impl RunRecord {
             summary: None,
             done_published: false,
             llm_tokens: LlmTokens::default(),
+            deferred_writes: 0,
+            writes_resume_at: None,
         }
     }
 

@@ -30,6 +30,10 @@ pub const ERROR_KINDS: [&str; 6] = ["github", "llm", "nats", "decode", "config",
 pub const GITHUB_STATUSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
 /// The GitHub rate-limit resources the fleet spends (`x-ratelimit-resource`).
 pub const RATE_LIMIT_RESOURCES: [&str; 1] = ["core"];
+/// What a GitHub request waited for, as used in `guardian_github_budget_wait_seconds{kind}`:
+/// points per minute, the write spacing and content-creation caps, a place among the
+/// requests in flight, the primary limit's reserve.
+pub const BUDGET_WAIT_KINDS: [&str; 4] = ["request", "write", "concurrency", "primary"];
 /// Kinds of LLM tokens, as used in `guardian_llm_tokens_total{kind}`.
 pub const TOKEN_KINDS: [&str; 2] = ["prompt", "completion"];
 
@@ -48,6 +52,11 @@ const RUN_BUCKETS: [f64; 14] = [
 /// scan of a large repository, an LLM review).
 const STEP_BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Budget waits span a few milliseconds (a place in flight) to `github.budget.max_wait`
+/// (30 s by default); longer ones are deferrals, not waits.
+const BUDGET_WAIT_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// How a GitHub response relates to the shared ETag cache (`guardian_http`).
@@ -113,6 +122,9 @@ pub struct Metrics {
     pub github_requests: IntCounterVec,
     /// `guardian_github_rate_limit_remaining{resource}`: last seen `x-ratelimit-remaining`.
     pub github_rate_limit_remaining: IntGaugeVec,
+    /// `guardian_github_budget_wait_seconds{kind}`: time a GitHub request waited for the
+    /// fleet's budget (only requests that waited are observed).
+    pub github_budget_wait: HistogramVec,
     /// `guardian_queue_pending{step}`: messages waiting in each step's consumer.
     pub queue_pending: IntGaugeVec,
     /// `guardian_steps_inflight{step}`: steps this worker is handling right now.
@@ -209,6 +221,12 @@ impl Metrics {
                 "Requests left in the current GitHub rate-limit window as last reported by GitHub, by resource; -1 until the first response.",
                 &["resource"],
             ),
+            github_budget_wait: histogram(
+                "guardian_github_budget_wait_seconds",
+                "Time a GitHub request waited in its worker for the fleet's shared budget, by what it waited for (request = points per minute, write = write spacing and content-creation caps, concurrency = a place among the requests in flight, primary = the hourly limit's reserve); requests that did not wait are not observed.",
+                &BUDGET_WAIT_BUCKETS,
+                &["kind"],
+            ),
             queue_pending: gauge(
                 "guardian_queue_pending",
                 "Messages waiting for a worker in each step's JetStream consumer, as last read by this worker.",
@@ -264,6 +282,9 @@ impl Metrics {
                 .with_label_values(&[resource])
                 .set(RATE_LIMIT_UNKNOWN);
         }
+        for kind in BUDGET_WAIT_KINDS {
+            self.github_budget_wait.with_label_values(&[kind]);
+        }
         self.build_info.with_label_values(&build_labels()).set(1);
     }
 
@@ -306,6 +327,13 @@ impl Metrics {
         self.github_rate_limit_remaining
             .with_label_values(&[resource])
             .set(remaining);
+    }
+
+    /// Records one wait for the GitHub budget: `kind` is one of [`BUDGET_WAIT_KINDS`].
+    pub fn observe_budget_wait(&self, kind: &str, waited: Duration) {
+        self.github_budget_wait
+            .with_label_values(&[kind])
+            .observe(waited.as_secs_f64());
     }
 
     /// Counts one webhook delivery.
@@ -397,6 +425,7 @@ mod tests {
             "guardian_errors_total",
             "guardian_github_requests_total",
             "guardian_github_rate_limit_remaining",
+            "guardian_github_budget_wait_seconds",
             "guardian_queue_pending",
             "guardian_steps_inflight",
             "guardian_build_info",

@@ -36,6 +36,7 @@ impl From<GithubError> for StepError {
             return StepError::BudgetExhausted {
                 message,
                 wait,
+                fleet_wide: e.pauses_fleet(),
                 source: None,
             }
             .with_source(e);

@@ -28,10 +28,12 @@ use crate::bus::consumer::{DeadLettered, StepHandler};
 use crate::bus::envelope::{Envelope, Task};
 use crate::bus::events::{self, Event};
 use crate::bus::flags::Flags;
-use crate::bus::{Bus, HTTP_BUCKET, LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, TOKENS_BUCKET};
+use crate::bus::{
+    BUDGET_BUCKET, Bus, HTTP_BUCKET, LEASES_BUCKET, REPOS_BUCKET, RUNS_BUCKET, Step, TOKENS_BUCKET,
+};
 use crate::config::Settings;
 use crate::domain::RepoRef;
-use crate::github::{EtagCache, GithubClient};
+use crate::github::{Budget, EtagCache, GithubClient};
 use crate::policy::Selection;
 use crate::store::leases::LeaseStore;
 use crate::store::repos::RepoStore;
@@ -67,7 +69,18 @@ impl Workflow {
             true => Some(EtagCache::new(bus.kv(HTTP_BUCKET).await?)),
             false => None,
         };
-        let mut github = GithubClient::new(&settings.github, cache)?;
+        let worker_id = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            uuid::Uuid::now_v7().simple()
+        );
+        let budget = Budget::shared(
+            bus.kv(BUDGET_BUCKET).await?,
+            &settings.github.budget,
+            settings.github.write_interval,
+            &worker_id,
+        );
+        let mut github = GithubClient::new(&settings.github, cache)?.with_budget(budget);
         if settings.github.app().is_some() {
             github = github.share_tokens(bus.kv(TOKENS_BUCKET).await?);
         }
@@ -80,11 +93,7 @@ impl Workflow {
             bus,
             settings,
             flags,
-            worker_id: format!(
-                "{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
-                uuid::Uuid::now_v7().simple()
-            ),
+            worker_id,
         }))
     }
 

@@ -292,6 +292,8 @@ async fn reconcile_locked(
     // Whether every issue left behind was closed (not so in a dry run): only then does
     // the state stop naming the former central repository, so a later run closes them.
     let mut left_closed = true;
+    let mut remaining: usize = batches.iter().map(|b| b.actions.len()).sum();
+    let mut deferred = false;
     for batch in &batches {
         let Batch {
             filed,
@@ -302,17 +304,32 @@ async fn reconcile_locked(
         for action in actions.iter() {
             // The kill switch is read before every write, so it takes effect mid-repository.
             let writing = write(wf);
-            if writing {
-                // Renewing is a compare-and-set at the held revision: a lease that expired
-                // while this worker stalled cannot be renewed, so nothing more is written.
-                wf.leases.renew(lease).await?;
-            }
-            if writing && matches!(action, Action::Create(_)) && !label_ready {
-                issues::ensure_label(&wf.github, filed.target, label, true).await?;
-                label_ready = true;
-            }
             left_closed &= writing || *remember;
-            let (event, kind, number) = apply(wf, filed, existing, action, writing).await?;
+            let (event, kind, number) = if writing {
+                // A create posts the issue, a close or reopen its comment first.
+                let creating = !matches!(action, Action::Update { .. });
+                deferred |=
+                    wait_for_write_budget(wf, run_id, repo, filed.target, creating, remaining)
+                        .await?;
+                // The first write's budget is taken before the lease is renewed, so that
+                // nothing waits between the fence and the write. Renewing is a
+                // compare-and-set at the held revision: a lease that expired while this
+                // worker stalled cannot be renewed, so nothing more is written.
+                let path = format!("/repos/{}/{}/issues", filed.target.owner, filed.target.name);
+                wf.github
+                    .with_write_admitted(&path, creating, async {
+                        wf.leases.renew(lease).await?;
+                        if matches!(action, Action::Create(_)) && !label_ready {
+                            issues::ensure_label(&wf.github, filed.target, label, true).await?;
+                            label_ready = true;
+                        }
+                        apply(wf, filed, existing, action, writing).await
+                    })
+                    .await??
+            } else {
+                apply(wf, filed, existing, action, writing).await?
+            };
+            remaining -= 1;
             let action_name = kind.as_str();
             let counts = if writing { &mut applied } else { &mut planned };
             counts.count(kind);
@@ -339,6 +356,10 @@ async fn reconcile_locked(
                 .await?;
             }
         }
+    }
+
+    if deferred {
+        wf.runs.writes_done(run_id, &repo.full_name()).await?;
     }
 
     let open: Vec<String> = task.findings.iter().map(|f| f.fingerprint()).collect();
@@ -370,6 +391,40 @@ async fn reconcile_locked(
         planned,
         actions: taken,
     }))
+}
+
+/// A write waiting longer than this for the fleet's write budget is a deferred write;
+/// shorter waits are the ordinary spacing of writes.
+const DEFERRED_AFTER: Duration = Duration::from_secs(2);
+
+/// Waits until the next write is likely to find budget (up to `github.budget.max_wait`;
+/// a longer wait is left to the write, which hands the step back to the queue). When the
+/// wait is longer than [`DEFERRED_AFTER`], notes on the run that the repository's
+/// `remaining` writes are deferred and returns `true`; the note stays while they wait in
+/// this worker or in the queue, and is removed once they are written.
+async fn wait_for_write_budget(
+    wf: &Workflow,
+    run_id: &str,
+    repo: &crate::domain::RepoRef,
+    target: &crate::domain::RepoRef,
+    creating: bool,
+    remaining: usize,
+) -> Result<bool, StepError> {
+    // The repository the issues are filed in names the token, hence the budget.
+    let path = format!("/repos/{}/{}/issues", target.owner, target.name);
+    let wait = wf.github.write_budget_wait(&path, creating).await?;
+    if wait < DEFERRED_AFTER {
+        return Ok(false);
+    }
+    let resume_at = time::OffsetDateTime::now_utc() + wait;
+    let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+    wf.runs
+        .defer_writes(run_id, &repo.full_name(), remaining, resume_at)
+        .await?;
+    if wait <= wf.settings.github.budget.max_wait {
+        tokio::time::sleep(wait).await;
+    }
+    Ok(true)
 }
 
 /// The title an action is about: the new content's, or the closed issue's.

@@ -92,8 +92,12 @@ impl Harness {
             .env("RUST_LOG", "info,repo_guardian=debug")
             .env("GUARDIAN__NATS__URL", &self.nats.url)
             .env("GUARDIAN__GITHUB__API_URL", self.double.url())
-            // The double has no write limits; pacing is tested on its own.
+            // The double has no write or rate limits unless a test sets them; pacing and
+            // the fleet's budget are tested on their own (tests/it/budget.rs).
             .env("GUARDIAN__GITHUB__WRITE_INTERVAL", "0s")
+            .env("GUARDIAN__GITHUB__BUDGET__REQUESTS_PER_MINUTE", "1000000")
+            .env("GUARDIAN__GITHUB__BUDGET__WRITES_PER_MINUTE", "1000000")
+            .env("GUARDIAN__GITHUB__BUDGET__WRITES_PER_HOUR", "1000000")
             .env("GUARDIAN__HTTP__LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("GUARDIAN__TELEMETRY__LOG_FORMAT", "json")
             .env("GUARDIAN__NATS__ACK_WAIT", "2s")

@@ -2,6 +2,7 @@
 //! double. One binary, shared helpers.
 
 mod app;
+mod budget;
 mod cli;
 mod compat;
 mod docs;

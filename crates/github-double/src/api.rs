@@ -35,8 +35,15 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    // Read the latency under the lock, sleep without it.
-    let latency = lock(&st).latency;
+    // Read the latency under the lock, sleep without it. The request is in flight from
+    // its arrival to its answer, as GitHub counts concurrent requests.
+    let latency = {
+        let mut guard = lock(&st);
+        guard.secondary.enter();
+        guard.latency
+    };
+    // Leaves on every path, a client that hung up during the latency included.
+    let _arrival = Arrival(st.clone());
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -44,6 +51,15 @@ async fn handle(
     let default_base = guard.default_base.clone();
     let req = Req::new(method, &uri, &headers, body, default_base);
     process(&mut guard, &req)
+}
+
+/// A request in flight at the double, until dropped.
+struct Arrival(Arc<Mutex<State>>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        lock(&self.0).secondary.leave();
+    }
 }
 
 /// A parsed request.

@@ -314,6 +314,18 @@ impl GithubDouble {
         self.lock().secondary.violations
     }
 
+    /// Every request admitted while secondary limits were enforced: when it arrived and
+    /// its points (a GET 1, any other method 5), for measuring how much of a limit a
+    /// client used.
+    pub fn secondary_admitted(&self) -> Vec<(std::time::Instant, u32)> {
+        self.lock().secondary.admitted.clone()
+    }
+
+    /// Most requests in flight at once so far (counted whether or not a cap is set).
+    pub fn max_requests_in_flight(&self) -> u32 {
+        self.lock().secondary.max_in_flight
+    }
+
     /// Resets the rate-limit window: `limit` in total, `remaining` left, reset in an hour.
     pub fn set_rate_limit(&self, limit: u64, remaining: u64) {
         self.lock().rate.set(limit, remaining);
