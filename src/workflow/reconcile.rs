@@ -315,14 +315,17 @@ async fn reconcile_locked(
                 // nothing waits between the fence and the write. Renewing is a
                 // compare-and-set at the held revision: a lease that expired while this
                 // worker stalled cannot be renewed, so nothing more is written.
+                // The label is made before the fence: creating it twice is harmless, and
+                // no request may wait for budget between the renewal and the issue write
+                // (a stall there would outlive the lease and let another worker file too).
+                if matches!(action, Action::Create(_)) && !label_ready {
+                    issues::ensure_label(&wf.github, filed.target, label, true).await?;
+                    label_ready = true;
+                }
                 let path = format!("/repos/{}/{}/issues", filed.target.owner, filed.target.name);
                 wf.github
                     .with_write_admitted(&path, creating, async {
                         wf.leases.renew(lease).await?;
-                        if matches!(action, Action::Create(_)) && !label_ready {
-                            issues::ensure_label(&wf.github, filed.target, label, true).await?;
-                            label_ready = true;
-                        }
                         apply(wf, filed, existing, action, writing).await
                     })
                     .await??
