@@ -21,8 +21,10 @@ pub struct Listed {
 }
 
 /// Every live key of `store` matching the subject filter `filter` (`*` one token, `>` the
-/// rest), with its latest value. Reads the bucket's stream once, so the cost is linear in
-/// the keys matched, not in the bucket.
+/// rest), with its latest value, each key once. Reads the bucket's stream once, so the cost
+/// is linear in the keys matched, not in the bucket. A key written while the listing runs
+/// arrives again with its newer value (the consumer's pending count includes it): the
+/// newest revision wins, never two entries for one key.
 pub async fn list(store: &kv::Store, filter: &str) -> Result<Vec<Listed>, BusError> {
     let context = || format!("listing `{filter}` in {}", store.name);
     let consumer = store
@@ -35,9 +37,10 @@ pub async fn list(store: &kv::Store, filter: &str) -> Result<Vec<Listed>, BusErr
         .await
         .map_err(|e| BusError::nats(context(), e))?;
     let mut remaining = consumer.cached_info().num_pending;
-    let mut out = Vec::with_capacity(usize::try_from(remaining).unwrap_or(0));
+    // Key → its newest entry (`None` once deleted), in key order.
+    let mut out: std::collections::BTreeMap<String, Option<Listed>> = Default::default();
     if remaining == 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     let mut messages = consumer
         .messages()
@@ -59,20 +62,26 @@ pub async fn list(store: &kv::Store, filter: &str) -> Result<Vec<Listed>, BusErr
             .as_ref()
             .and_then(|h| h.get("KV-Operation"))
             .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-        if deleted {
-            continue;
-        }
         let key = message
             .subject
             .strip_prefix(store.prefix.as_str())
             .unwrap_or(&message.subject)
             .to_string();
-        out.push(Listed {
-            key,
+        let listed = (!deleted).then(|| Listed {
+            key: key.clone(),
             value: message.payload.clone(),
             revision,
             stored_at,
         });
+        match out.get_mut(&key) {
+            Some(seen)
+                if seen
+                    .as_ref()
+                    .is_some_and(|s: &Listed| s.revision > revision) => {}
+            _ => {
+                out.insert(key, listed);
+            }
+        }
     }
-    Ok(out)
+    Ok(out.into_values().flatten().collect())
 }

@@ -262,26 +262,21 @@ pub fn open_and_duplicates(issues: &[(String, IssueView)]) -> (usize, usize) {
 }
 
 impl Harness {
-    /// Every run recorded for `target`, oldest first.
+    /// Every run recorded for `target`, oldest first, as `runs list` reads them (each run
+    /// once, even while its record is being written).
     pub async fn runs_of(&self, target: &str) -> Vec<RunRecord> {
-        use futures::StreamExt as _;
         let kv = self
             .bus
             .kv(repo_guardian::bus::RUNS_BUCKET)
             .await
             .expect("runs bucket");
-        let Ok(mut keys) = kv.keys().await else {
-            return vec![];
-        };
-        let mut runs = vec![];
-        while let Some(Ok(key)) = keys.next().await {
-            if let Ok(Some(bytes)) = kv.get(&key).await
-                && let Ok(record) = repo_guardian::store::decode::<RunRecord>(&key, &bytes)
-                && record.target == target
-            {
-                runs.push(record);
-            }
-        }
+        let mut runs: Vec<RunRecord> = repo_guardian::store::runs::RunStore::new(kv)
+            .list()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.target == target)
+            .collect();
         runs.sort_by_key(|r| r.created_at);
         runs
     }
